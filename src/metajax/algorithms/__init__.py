@@ -1,0 +1,1 @@
+"""Meta-learning algorithms, each a factory returning a MetaLearner."""

@@ -1,0 +1,1 @@
+"""Task families: pure, jit-able samplers of task batches."""

@@ -1,0 +1,212 @@
+"""MAML's numbers: the tutorial's checks, closed forms, finite differences, equivalences."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metajax
+from metajax import Task, maml
+
+
+def test_tutorial_derivatives_of_exp_and_square():
+    f = jnp.exp
+    g = jnp.square
+    first, second, third = jax.grad(f), jax.grad(jax.grad(f)), jax.grad(jax.grad(jax.grad(f)))
+    np.testing.assert_allclose([first(1.0), second(1.0), third(1.0)], [math.e] * 3, rtol=1e-6)
+    first, second, third = jax.grad(g), jax.grad(jax.grad(g)), jax.grad(jax.grad(jax.grad(g)))
+    assert [float(first(2.0)), float(second(2.0)), float(third(2.0))] == [4.0, 2.0, 0.0]
+
+
+def tutorial_toy_learner(first_order=False):
+    """The tutorial's toy: g(x, y) = x**2 + y, one inner step of size 1 on the same y."""
+    return maml(lambda x, y: jnp.square(x) + y, inner_lr=1.0, first_order=first_order)
+
+
+def test_tutorial_toy_maml_objective():
+    learner = tutorial_toy_learner()
+    task = Task(support=1.0, query=1.0)
+    # x0 - grad g(x0) = 2 - 4 = -2, and g(-2, 1) = 5.
+    assert float(learner.adapt(2.0, task.support)) == -2.0
+    assert float(learner.task_loss(2.0, task)) == 5.0
+    # maml_objective(x) = (x - 2x)**2 + 1 = x**2 + 1, so its gradient at 2 is 4.
+    assert float(jax.grad(learner.task_loss)(2.0, task)) == 4.0
+    # First order treats the inner gradient as a constant: d/dx g(x - c) = 2 * (-2) = -4.
+    assert float(jax.grad(tutorial_toy_learner(first_order=True).task_loss)(2.0, task)) == -4.0
+
+
+def quadratic(theta, a):
+    return 0.5 * (theta - a) ** 2
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 1.5])
+def test_one_step_meta_gradient_matches_closed_form(alpha):
+    theta = jnp.array([-1.3, 0.0, 0.7, 2.5])
+    a_s = jnp.array([0.4, -2.0, 1.0, 3.0])
+    a_q = jnp.array([1.1, 0.5, -0.3, 2.0])
+    adapted = theta - alpha * (theta - a_s)
+    for first_order, factor in ((False, 1 - alpha), (True, 1.0)):
+        learner = maml(quadratic, inner_lr=alpha, first_order=first_order)
+        grads = jax.vmap(jax.grad(learner.task_loss))(theta, Task(a_s, a_q))
+        np.testing.assert_allclose(grads, factor * (adapted - a_q), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_steps", [0, 1, 3, 5])
+def test_multi_step_meta_gradient_matches_closed_form(num_steps):
+    # n steps on 0.5 (theta - a)^2 give a + (1 - alpha)^n (theta - a); the chain rule multiplies
+    # the query gradient by (1 - alpha)^n.
+    alpha, theta, a_s, a_q = 0.3, 1.7, -0.4, 0.9
+    learner = maml(quadratic, inner_lr=alpha, num_steps=num_steps)
+    adapted = a_s + (1 - alpha) ** num_steps * (theta - a_s)
+    task = Task(a_s, a_q)
+    np.testing.assert_allclose(learner.adapt(theta, a_s), adapted, rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(learner.task_loss)(theta, task),
+        (1 - alpha) ** num_steps * (adapted - a_q),
+        rtol=1e-5,
+    )
+
+
+def init_dict_mlp(key, sizes=(1, 8, 8, 1)):
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        key, w_key, b_key = jax.random.split(key, 3)
+        params[f"w{i}"] = jax.random.normal(w_key, (fan_in, fan_out)) / np.sqrt(fan_in)
+        params[f"b{i}"] = 0.1 * jax.random.normal(b_key, (fan_out,))
+    return params
+
+
+def dict_mlp_loss(params, batch):
+    x, y = batch
+    num_layers = len(params) // 2
+    for i in range(num_layers):
+        x = x @ params[f"w{i}"] + params[f"b{i}"]
+        if i < num_layers - 1:
+            x = jnp.tanh(x)
+    return jnp.mean((x - y) ** 2)
+
+
+def random_tasks(key, num_tasks, num_support=5, num_query=7):
+    family = metajax.SinusoidFamily()
+    return family.sample_tasks(key, num_tasks, num_support, num_query)
+
+
+def test_second_order_meta_gradient_matches_finite_differences_in_float64():
+    with jax.enable_x64(True):
+        params = init_dict_mlp(jax.random.key(0))
+        tasks = random_tasks(jax.random.key(1), num_tasks=3)
+        assert params["w0"].dtype == jnp.float64 and tasks.support[0].dtype == jnp.float64
+        learner = maml(dict_mlp_loss, inner_lr=0.05, num_steps=2)
+        _, grads = jax.jit(learner.meta_grad)(params, tasks)
+
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+        meta_loss = jax.jit(lambda flat: learner.meta_loss(unravel(flat), tasks))
+        eps = 1e-5
+        basis = np.eye(flat.size)
+        numeric = np.array(
+            [(meta_loss(flat + eps * e) - meta_loss(flat - eps * e)) / (2 * eps) for e in basis]
+        )
+        analytic = np.asarray(jax.flatten_util.ravel_pytree(grads)[0])
+        error = np.linalg.norm(analytic - numeric) / np.linalg.norm(numeric)
+        assert error < 1e-6, error
+        # The second-order terms matter here: first order is measurably different.
+        first_order = maml(dict_mlp_loss, inner_lr=0.05, num_steps=2, first_order=True)
+        fo = jax.flatten_util.ravel_pytree(jax.jit(first_order.meta_grad)(params, tasks)[1])[0]
+        assert np.linalg.norm(np.asarray(fo) - numeric) / np.linalg.norm(numeric) > 1e-3
+
+
+def test_vmap_over_tasks_equals_a_python_loop():
+    params = init_dict_mlp(jax.random.key(2))
+    tasks = random_tasks(jax.random.key(3), num_tasks=4)
+    learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=2)
+    loss, grads = jax.jit(learner.meta_grad)(params, tasks)
+
+    task_value_and_grad = jax.jit(jax.value_and_grad(learner.task_loss))
+    per_task = [
+        task_value_and_grad(params, jax.tree.map(lambda leaf: leaf[i], tasks)) for i in range(4)
+    ]
+    np.testing.assert_allclose(loss, np.mean([l for l, _ in per_task]), rtol=1e-6)
+    mean_grads = jax.tree.map(lambda *g: sum(g) / 4, *[g for _, g in per_task])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads, mean_grads)  # fmt: skip
+
+
+def test_zero_inner_steps_is_plain_multi_task_training():
+    params = init_dict_mlp(jax.random.key(4))
+    tasks = random_tasks(jax.random.key(5), num_tasks=4)
+    learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=0)
+
+    def multi_task_loss(params):
+        return jnp.mean(jax.vmap(dict_mlp_loss, in_axes=(None, 0))(params, tasks.query))
+
+    loss, grads = learner.meta_grad(params, tasks)
+    expected_loss, expected_grads = jax.value_and_grad(multi_task_loss)(params)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), grads, expected_grads)
+    jax.tree.map(np.testing.assert_array_equal, learner.adapt(params, tasks.support), params)
+
+
+def test_jit_matches_eager_and_trajectory_matches_adapt():
+    params = init_dict_mlp(jax.random.key(6))
+    tasks = random_tasks(jax.random.key(7), num_tasks=2)
+    learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=3)
+    eager = learner.meta_grad(params, tasks)
+    jitted = jax.jit(learner.meta_grad)(params, tasks)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 eager, jitted)  # fmt: skip
+
+    support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
+    trajectory = learner.adapt_trajectory(params, support)
+    assert trajectory["w1"].shape == (4, 8, 8)
+    for step in range(4):
+        adapted = learner.adapt(params, support, num_steps=step)
+        jax.tree.map(lambda t, a: np.testing.assert_allclose(t[step], a, rtol=1e-6),
+                     trajectory, adapted)  # fmt: skip
+
+
+def test_equinox_module_through_partition():
+    model = eqx.nn.MLP(1, 1, 16, 2, activation=jnp.tanh, key=jax.random.key(8))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss_fn(params, batch):
+        return metajax.mse_loss(eqx.combine(params, static), batch)
+
+    tasks = random_tasks(jax.random.key(9), num_tasks=3)
+    learner = maml(loss_fn, inner_lr=0.05, num_steps=1)
+    loss, grads = eqx.filter_jit(learner.meta_grad)(params, tasks)
+    meta_loss = eqx.filter_jit(learner.meta_loss)
+    # The gradient has the module's structure and agrees with a directional finite difference.
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    direction = jax.tree.map(lambda leaf: jnp.ones_like(leaf) / leaf.size, params)
+    eps = 1e-3
+    shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, direction)
+    numeric = (meta_loss(shifted(1), tasks) - meta_loss(shifted(-1), tasks)) / (2 * eps)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+    np.testing.assert_allclose(analytic, numeric, rtol=2e-2)
+    # One adaptation step on the support set lowers the support loss.
+    support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
+    assert loss_fn(learner.adapt(params, support), support) < loss_fn(params, support)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(inner_lr=0.0), r"`inner_lr` must be a finite number > 0, got 0.0"),
+        (dict(inner_lr=-0.1), r"`inner_lr` must be a finite number > 0, got -0.1"),
+        (dict(inner_lr=float("nan")), r"`inner_lr` must be a finite number > 0, got nan"),
+        (dict(inner_lr=0.1, num_steps=-1), r"`num_steps` must be an integer >= 0, got -1"),
+        (dict(inner_lr=0.1, num_steps=1.5), r"`num_steps` must be an integer >= 0, got 1.5"),
+    ],
+)
+def test_bad_hyper_parameters_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        maml(quadratic, **kwargs)
+
+
+def test_bad_num_steps_override_is_rejected():
+    learner = maml(quadratic, inner_lr=0.1)
+    with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 0, got -2"):
+        learner.adapt(1.0, 0.0, num_steps=-2)
