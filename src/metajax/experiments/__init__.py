@@ -1,0 +1,1 @@
+"""Complete experiments: a config in, a run directory out."""

@@ -1,0 +1,449 @@
+"""MAML on sinusoid regression, from a config to a finished run directory."""
+
+import dataclasses
+import math
+import numbers
+import time
+from functools import partial
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metajax import run_dir
+from metajax.algorithms.maml import maml
+from metajax.algorithms.meta_learner import LossFn, MetaLearner
+from metajax.evaluation import adaptation_curve
+from metajax.models import MLP, mlp, mse_loss
+from metajax.tasks.sinusoid import SINUSOID_PRESETS, SinusoidFamily
+from metajax.training import TaskSampler, init_train_state, meta_train
+
+TASK_NAME = "sinusoid"
+FINAL_LOSS_WINDOW = 1000
+"""The final meta-loss is the mean over this many last meta-steps."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The tutorial's batched run: "MAML Tutorial with JAX" (Jang, 2019).
+    "tutorial": dict(
+        family=SINUSOID_PRESETS["tutorial"],
+        meta_batch_size=4,
+        k_shot=20,
+        k_query=20,
+        inner_lr=0.1,
+        inner_steps=1,
+        meta_lr=1e-3,
+        steps=20000,
+    ),
+    # The MAML paper's regression experiment (Finn et al., 2017, section 5.1).
+    "finn2017": dict(
+        family=SINUSOID_PRESETS["finn2017"],
+        meta_batch_size=25,
+        k_shot=10,
+        k_query=10,
+        inner_lr=0.01,
+        inner_steps=1,
+        meta_lr=1e-3,
+        steps=70000,
+    ),
+}
+
+
+class ConfigError(ValueError):
+    """An option out of its valid range; ``field`` names the option."""
+
+    def __init__(self, field: str, requirement: str, value: Any):
+        self.field = field
+        self.problem = f"must be {requirement}, got {value!r}"
+        super().__init__(f"`{field}` {self.problem}")
+
+
+def _require(condition: bool, field: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(field, requirement, value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_positive_float(value: Any) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SinusoidConfig:
+    """Everything that defines a sinusoid meta-training run. The defaults are the tutorial's.
+
+    Build one from a preset with :meth:`from_preset`; every field is validated on construction.
+
+    Attributes:
+      preset: the preset the defaults came from (``tutorial`` or ``finn2017``).
+      amplitude_range, phase_range, x_range: the task family, see
+        :class:`~metajax.SinusoidFamily`.
+      hidden_sizes: the hidden layer sizes of the MLP (input and output have size 1).
+      meta_batch_size: tasks per meta-step.
+      k_shot: support points per task.
+      k_query: query points per task.
+      inner_lr: the inner-loop step size.
+      inner_steps: inner-loop gradient steps (0 is plain multi-task training).
+      first_order: first-order MAML (no gradients through the inner gradients).
+      meta_lr: Adam's step size for the meta-parameters.
+      steps: meta-steps.
+      seed: the seed of every random number in the run.
+      log_every: meta-steps per record in ``metrics.jsonl``.
+      steps_per_call: meta-steps fused into one compiled call.
+    """
+
+    preset: str = "tutorial"
+    amplitude_range: tuple[float, float] = SINUSOID_PRESETS["tutorial"].amplitude_range
+    phase_range: tuple[float, float] = SINUSOID_PRESETS["tutorial"].phase_range
+    x_range: tuple[float, float] = SINUSOID_PRESETS["tutorial"].x_range
+    hidden_sizes: tuple[int, ...] = (40, 40)
+    meta_batch_size: int = 4
+    k_shot: int = 20
+    k_query: int = 20
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    meta_lr: float = 1e-3
+    steps: int = 20000
+    seed: int = 0
+    log_every: int = 100
+    steps_per_call: int = 1000
+
+    def __post_init__(self):
+        _require(self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
+        for name in ("amplitude_range", "phase_range", "x_range"):
+            value = getattr(self, name)
+            try:
+                SinusoidFamily(**{name: value})
+            except ValueError:
+                raise ConfigError(
+                    name, "a pair (low, high) of finite numbers with low <= high", value
+                ) from None
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        sizes = self.hidden_sizes
+        _require(
+            isinstance(sizes, (tuple, list)) and len(sizes) > 0
+            and all(_is_int(size) and size >= 1 for size in sizes),
+            "hidden_sizes", "a non-empty list of integers >= 1", sizes,
+        )  # fmt: skip
+        object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in sizes))
+        for name in (
+            "meta_batch_size", "k_shot", "k_query", "steps", "log_every", "steps_per_call"
+        ):  # fmt: skip
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, name, "an integer >= 1", value)
+        _require(
+            _is_int(self.inner_steps) and self.inner_steps >= 0,
+            "inner_steps", "an integer >= 0", self.inner_steps,
+        )  # fmt: skip
+        _require(
+            _is_int(self.seed) and 0 <= self.seed < 2**32,
+            "seed", "an integer in [0, 2**32)", self.seed,
+        )  # fmt: skip
+        for name in ("inner_lr", "meta_lr"):
+            value = getattr(self, name)
+            _require(_is_positive_float(value), name, "a finite number > 0", value)
+        _require(isinstance(self.first_order, bool), "first_order", "true or false",
+                 self.first_order)  # fmt: skip
+
+    @classmethod
+    def from_preset(cls, preset: str = "tutorial", **overrides: Any) -> "SinusoidConfig":
+        """The preset's settings, with ``overrides`` (config fields) replacing some of them."""
+        _require(preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", preset)
+        settings = dict(PRESETS[preset])
+        family = settings.pop("family")
+        settings.update(
+            amplitude_range=family.amplitude_range,
+            phase_range=family.phase_range,
+            x_range=family.x_range,
+        )
+        unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        settings.update(overrides)
+        return cls(preset=preset, **settings)
+
+    @property
+    def family(self) -> SinusoidFamily:
+        return SinusoidFamily(self.amplitude_range, self.phase_range, self.x_range)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that records the task family and the metajax version too."""
+        fields = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+        return {"task": TASK_NAME, "algorithm": "maml", "metajax_version": version("metajax"),
+                **fields}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SinusoidConfig":
+        """The inverse of :meth:`to_dict`. Unknown keys and other task families are errors."""
+        values = dict(values)
+        task = values.pop("task", TASK_NAME)
+        if task != TASK_NAME:
+            raise ValueError(f"this is a config for task '{task}', not '{TASK_NAME}'")
+        values.pop("algorithm", None)
+        values.pop("metajax_version", None)
+        unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+class Setup(NamedTuple):
+    """The pieces a config builds, shared by training, plotting and evaluation."""
+
+    model: MLP
+    static: MLP
+    loss_fn: LossFn
+    learner: MetaLearner
+    sample_tasks: TaskSampler
+    init_key: jax.Array
+    train_key: jax.Array
+    eval_key: jax.Array
+
+
+def build(config: SinusoidConfig) -> Setup:
+    """Builds the initial model, the MAML learner and the task sampler for a config.
+
+    The seed's key is split into independent streams for initialisation, training tasks and
+    held-out evaluation tasks, so evaluation never sees a training task's key.
+    """
+    root = jax.random.key(config.seed)
+    init_key, train_key, eval_key = (jax.random.fold_in(root, i) for i in range(3))
+    model = mlp(init_key, (1, *config.hidden_sizes, 1))
+    _, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss_fn(params, batch):
+        return mse_loss(eqx.combine(params, static), batch)
+
+    learner = maml(
+        loss_fn,
+        inner_lr=config.inner_lr,
+        num_steps=config.inner_steps,
+        first_order=config.first_order,
+    )
+    sample_tasks = partial(
+        config.family.sample_tasks,
+        num_tasks=config.meta_batch_size,
+        num_support=config.k_shot,
+        num_query=config.k_query,
+    )
+    return Setup(model, static, loss_fn, learner, sample_tasks, init_key, train_key, eval_key)
+
+
+class _WindowedMetrics:
+    """Turns per-step meta-losses into one metrics.jsonl record per ``log_every`` steps."""
+
+    def __init__(self, log: run_dir.MetricsLog, log_every: int):
+        self._log = log
+        self._log_every = log_every
+        self._pending: list[float] = []
+        self._step = 0
+        self._start = time.perf_counter()
+
+    def __call__(self, steps_done: int, losses: np.ndarray) -> None:
+        self._pending.extend(losses.tolist())
+        while len(self._pending) >= self._log_every:
+            self._emit(self._pending[: self._log_every])
+            self._pending = self._pending[self._log_every :]
+
+    def _emit(self, window: list[float]) -> None:
+        self._step += len(window)
+        self._log.write(
+            {
+                "step": self._step,
+                "meta_loss": float(np.mean(window)),
+                "elapsed_s": round(time.perf_counter() - self._start, 4),
+            }
+        )
+
+    def flush(self) -> None:
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = []
+
+
+def train(
+    config: SinusoidConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Meta-trains MAML on sinusoids and writes the run directory ``out``.
+
+    The directory receives ``config.json`` first, then ``metrics.jsonl`` as training goes, then
+    ``params.eqx`` (the meta-trained model), ``summary.json`` and, with ``plots``, the figures
+    ``adaptation.png`` and ``meta_loss.png``.
+
+    Args:
+      config: the run's settings.
+      out: the run directory; an earlier run there is an error unless ``overwrite``.
+      overwrite: replace an earlier run's files in ``out``.
+      progress: show a progress bar.
+      plots: draw the figures.
+
+    Returns:
+      The summary: the final meta-loss (the mean over the last 1000 meta-steps), the meta-steps
+      per second and the compile and training times.
+    """
+    out = run_dir.prepare(out, overwrite=overwrite)
+    run_dir.write_json(out / run_dir.CONFIG, config.to_dict())
+    setup = build(config)
+    params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
+    optimizer = optax.adam(config.meta_lr)
+    state = init_train_state(setup.learner, optimizer, params, setup.train_key)
+
+    log = run_dir.MetricsLog(out / run_dir.METRICS)
+    metrics = _WindowedMetrics(log, config.log_every)
+    try:
+        result = meta_train(
+            setup.learner,
+            optimizer,
+            setup.sample_tasks,
+            state,
+            num_steps=config.steps,
+            steps_per_call=config.steps_per_call,
+            progress=progress,
+            on_chunk=metrics,
+        )
+        metrics.flush()
+    finally:
+        log.close()
+
+    model = eqx.combine(result.state.meta_params, setup.static)
+    run_dir.save_model(out / run_dir.PARAMS, model)
+    summary = {
+        "steps": config.steps,
+        "final_meta_loss": float(np.mean(result.losses[-FINAL_LOSS_WINDOW:])),
+        "final_meta_loss_window": min(FINAL_LOSS_WINDOW, config.steps),
+        "compile_seconds": round(result.compile_seconds, 3),
+        "train_seconds": round(result.train_seconds, 3),
+        "steps_per_second": round(config.steps / result.train_seconds, 1),
+    }
+    run_dir.write_json(out / run_dir.SUMMARY, summary)
+    if plots:
+        plot(out)
+    return summary
+
+
+def load(path: str | Path) -> tuple[SinusoidConfig, MLP]:
+    """The config and the meta-trained model of a finished run directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise run_dir.RunDirError(f"run directory '{path}' does not exist")
+    config_path = path / run_dir.CONFIG
+    try:
+        config = SinusoidConfig.from_dict(run_dir.read_json(config_path))
+    except run_dir.RunDirError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise run_dir.RunDirError(f"'{config_path}' is not a usable config: {error}") from None
+    skeleton = eqx.filter_eval_shape(mlp, jax.random.key(0), (1, *config.hidden_sizes, 1))
+    model = run_dir.load_model(path / run_dir.PARAMS, skeleton)
+    return config, model
+
+
+def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
+    """Draws a run's figures from its directory and returns their paths.
+
+    ``adaptation.png``: a held-out task (drawn from the evaluation stream of the run's seed),
+    its ``k_shot`` support points, and the model before adaptation and after 1 to
+    ``adapt_steps`` inner steps, each labelled with its mean squared error over the x range.
+    ``meta_loss.png``: the logged meta-loss against meta-steps.
+
+    Raises:
+      ValueError: if ``adapt_steps`` is not an integer >= 1.
+      RunDirError: if the directory is not a finished run.
+    """
+    if not _is_int(adapt_steps) or adapt_steps < 1:
+        raise ValueError(f"`adapt_steps` must be an integer >= 1, got {adapt_steps!r}")
+    from metajax import plots  # matplotlib is imported only by the code that draws
+
+    path = Path(path)
+    config, model = load(path)
+    setup = build(config)
+    family = config.family
+
+    sinusoid, support, grid, curves = _adaptation_curves(
+        setup.learner, family, config.k_shot, adapt_steps, model, setup.eval_key
+    )
+    target, *predicted = np.asarray(curves)
+    predictions = []
+    for step, values in enumerate(predicted):
+        mse = float(np.mean((values - target) ** 2))
+        label = "pre-update" if step == 0 else f"after {step} step{'s' if step > 1 else ''}"
+        predictions.append((f"{label} (MSE {mse:.3g})", values))
+
+    adaptation_path = path / run_dir.ADAPTATION_PLOT
+    plots.plot_adaptation(
+        adaptation_path,
+        np.asarray(grid),
+        target,
+        predictions,
+        (np.asarray(support[0]), np.asarray(support[1])),
+        title=(
+            f"Held-out task A={float(sinusoid.amplitude):.2f}, "
+            f"phase={float(sinusoid.phase):.2f}: {config.k_shot}-shot, inner lr {config.inner_lr}"
+        ),
+    )
+
+    records = run_dir.read_metrics(path / run_dir.METRICS)
+    meta_loss_path = path / run_dir.META_LOSS_PLOT
+    plots.plot_meta_loss(
+        meta_loss_path,
+        np.array([record["step"] for record in records]),
+        np.array([record["meta_loss"] for record in records]),
+        title=(
+            f"MAML{' (first order)' if config.first_order else ''}, preset {config.preset}: "
+            f"{config.meta_batch_size} tasks/step, K={config.k_shot}, "
+            f"{config.inner_steps} inner step{'s' if config.inner_steps != 1 else ''}"
+        ),
+        ylabel=f"meta-loss (query MSE, mean of {config.log_every} steps)",
+    )
+    return [adaptation_path, meta_loss_path]
+
+
+@eqx.filter_jit
+def _adaptation_curves(learner, family, k_shot, adapt_steps, model, key):
+    """One held-out sinusoid, its support set, and the curves of the adaptation figure on a grid
+    over the x range: the target first, then the model after 0..adapt_steps inner steps."""
+    sinusoid_key, x_key = jax.random.split(key)
+    sinusoid = jax.tree.map(lambda leaf: leaf[0], family.sample_sinusoids(sinusoid_key, 1))
+    support_x = family.sample_inputs(x_key, (k_shot, 1))
+    support = (support_x, sinusoid(support_x))
+    grid = jnp.linspace(*family.x_range, 200)[:, None]
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    trajectory = learner.adapt_trajectory(params, support, adapt_steps)
+    predicted = jax.vmap(lambda p: jax.vmap(eqx.combine(p, static))(grid))(trajectory)
+    curves = jnp.concatenate([sinusoid(grid)[None], predicted])[..., 0]
+    return sinusoid, support, grid[:, 0], curves
+
+
+def held_out_losses(
+    config: SinusoidConfig, model: MLP, *, num_tasks: int, num_steps: int
+) -> np.ndarray:
+    """Query MSE of ``num_tasks`` held-out tasks before and after 1..``num_steps`` inner steps.
+
+    Returns:
+      An array of shape ``[num_tasks, num_steps + 1]``.
+    """
+    setup = build(config)
+    params, _ = eqx.partition(model, eqx.is_inexact_array)
+    tasks = config.family.sample_tasks(setup.eval_key, num_tasks, config.k_shot, config.k_query)
+    return np.asarray(adaptation_curve(setup.learner, setup.loss_fn, params, tasks, num_steps))

@@ -1,0 +1,97 @@
+"""Figures, drawn with matplotlib's object API (no pyplot, no global state)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _save(figure: Figure, path: Path) -> None:
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def plot_adaptation(
+    path: Path,
+    x: np.ndarray,
+    target: np.ndarray,
+    predictions: Sequence[tuple[str, np.ndarray]],
+    support: tuple[np.ndarray, np.ndarray],
+    title: str,
+) -> None:
+    """Few-shot adaptation on one task: the target, the model's predictions, the support points.
+
+    Args:
+      path: where to write the PNG.
+      x: the inputs of the curves, shape ``[num_points]``.
+      target: the true function at ``x``.
+      predictions: ``(label, values at x)`` for each curve, in order (before adaptation first).
+      support: the support points ``(x, y)`` the model adapted on.
+      title: the figure's title.
+    """
+    figure = Figure(figsize=(7.5, 4.5))
+    axes = figure.add_subplot()
+    axes.plot(x, target, color="black", linewidth=2.5, label="target")
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, len(predictions)))
+    for (label, values), color in zip(predictions, colors):
+        style = "--" if label.startswith("pre-update") else "-"
+        axes.plot(x, values, style, color=color, linewidth=1.5, label=label)
+    axes.scatter(
+        *(np.ravel(a) for a in support),
+        marker="^",
+        s=40,
+        color="tab:red",
+        zorder=3,
+        label=f"K = {np.size(support[0])} support points",
+    )
+    axes.set_xlabel("x")
+    axes.set_ylabel("y")
+    axes.set_title(title)
+    axes.legend(fontsize="small", loc="best")
+    _save(figure, path)
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average; the first ``window - 1`` values average what exists so far."""
+    values = np.asarray(values, dtype=np.float64)
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    starts = np.arange(1, len(values) + 1) - counts
+    return (cumulative[1:] - cumulative[starts]) / counts
+
+
+def plot_meta_loss(
+    path: Path, steps: np.ndarray, losses: np.ndarray, title: str, ylabel: str = "meta-loss"
+) -> None:
+    """The meta-loss against meta-steps, logged values faint and a moving average bold.
+
+    Args:
+      path: where to write the PNG.
+      steps: the meta-step of each logged value.
+      losses: the logged meta-losses (each the mean over its logging window).
+      title: the figure's title.
+      ylabel: the label of the loss axis.
+    """
+    figure = Figure(figsize=(7.5, 4.5))
+    axes = figure.add_subplot()
+    window = max(1, len(losses) // 40)
+    axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=1, label="logged")
+    axes.plot(
+        steps,
+        moving_average(losses, window),
+        color="tab:blue",
+        linewidth=2,
+        label=f"moving average of {window}",
+    )
+    if np.all(np.asarray(losses) > 0):
+        axes.set_yscale("log")
+    axes.set_xlabel("meta-step")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    _save(figure, path)

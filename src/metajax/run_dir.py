@@ -1,0 +1,110 @@
+"""The files of a run directory, written so that an interrupted write never leaves half a file."""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+PARAMS = "params.eqx"
+SUMMARY = "summary.json"
+ADAPTATION_PLOT = "adaptation.png"
+META_LOSS_PLOT = "meta_loss.png"
+RUN_FILES = (CONFIG, METRICS, PARAMS, SUMMARY, ADAPTATION_PLOT, META_LOSS_PLOT)
+
+
+class RunDirError(ValueError):
+    """A run directory that is missing, incomplete or would be overwritten."""
+
+
+def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Creates the run directory ``path``, refusing to replace an earlier run's files.
+
+    With ``overwrite=True`` the files of an earlier run (and only those) are deleted first.
+
+    Raises:
+      RunDirError: if ``path`` is a file, or holds an earlier run's files and ``overwrite`` is
+        false.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run directory '{path}' is a file; choose a directory")
+    existing = [name for name in RUN_FILES if (path / name).exists()]
+    if existing and not overwrite:
+        raise RunDirError(
+            f"run directory '{path}' already holds a run ({', '.join(existing)}); choose "
+            "another directory, or pass --overwrite (overwrite=True in Python) to replace it"
+        )
+    for name in existing:
+        (path / name).unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _replace_atomically(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Writes ``value`` as indented JSON, atomically."""
+    text = json.dumps(value, indent=2) + "\n"
+    _replace_atomically(path, lambda file: file.write(text.encode()))
+
+
+def read_json(path: Path) -> Any:
+    """Reads a JSON file, with an error that names the file when it is missing or invalid."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"'{path}' is missing; is '{Path(path).parent}' a metajax run?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunDirError(f"'{path}' is not valid JSON: {error}") from None
+
+
+def save_model(path: Path, model: eqx.Module) -> None:
+    """Saves a model's arrays (``equinox.tree_serialise_leaves``), atomically."""
+    _replace_atomically(path, lambda file: eqx.tree_serialise_leaves(file, model))
+
+
+def load_model(path: Path, like: eqx.Module) -> eqx.Module:
+    """Loads arrays saved by :func:`save_model` into a model shaped like ``like``."""
+    if not Path(path).exists():
+        raise RunDirError(f"'{path}' is missing; is '{Path(path).parent}' a finished run?")
+    try:
+        return eqx.tree_deserialise_leaves(path, like)
+    except Exception as error:  # numpy and equinox raise many kinds on a damaged file
+        raise RunDirError(f"'{path}' could not be read ({error}); the file is damaged") from None
+
+
+class MetricsLog:
+    """Appends one JSON record per line to ``metrics.jsonl``, flushed as it goes."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise RunDirError(f"'{path}' is missing; is '{Path(path).parent}' a metajax run?") from None
+    try:
+        return [json.loads(line) for line in lines if line.strip()]
+    except json.JSONDecodeError as error:
+        raise RunDirError(f"'{path}' has a line that is not valid JSON: {error}") from None
