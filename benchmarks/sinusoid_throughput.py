@@ -71,7 +71,7 @@ def run_tutorial(steps: int, seed: int = 0) -> dict:
 
     def inner_update(p, x1, y1):
         grads = jax.grad(loss)(p, x1, y1)
-        inner_sgd_fn = lambda g, state: (state - alpha * g)
+        inner_sgd_fn = lambda g, state: state - alpha * g
         return jax.tree.map(inner_sgd_fn, grads, p)
 
     def maml_loss(p, x1, y1, x2, y2):
@@ -116,12 +116,12 @@ def run_tutorial(steps: int, seed: int = 0) -> dict:
     np_batched_maml_loss = []
     K = 20
     for i in range(steps):
-        if i == 1:  # step 0 compiles; time the rest
-            jax.block_until_ready(l)
-            start = time.perf_counter()
         x1_b, y1_b, x2_b, y2_b = sample_tasks(4, K)
         opt_state, l = step(i, opt_state, x1_b, y1_b, x2_b, y2_b)
         np_batched_maml_loss.append(l)
+        if i == 0:  # step 0 compiles; time the rest
+            jax.block_until_ready(l)
+            start = time.perf_counter()
     jax.block_until_ready(l)
     elapsed = time.perf_counter() - start
     return {

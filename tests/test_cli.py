@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from metajax.cli import main
+from metajax.cli import build_parser, main, sinusoid_config
 
 
 def run_metajax(*args):
@@ -20,9 +20,26 @@ def run_metajax(*args):
 def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
     out = tmp_path / "run"
     status = main(
-        ["train", "sinusoid", "--steps", "200", "--steps-per-call", "100", "--log-every", "50",
-         "--k-shot", "10", "--inner-steps", "2", "--seed", "3", "--out", str(out), "--no-progress"]
-    )  # fmt: skip
+        [
+            "train",
+            "sinusoid",
+            "--steps",
+            "200",
+            "--steps-per-call",
+            "100",
+            "--log-every",
+            "50",
+            "--k-shot",
+            "10",
+            "--inner-steps",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert status == 0
     for name in ("config.json", "metrics.jsonl", "params.eqx", "summary.json"):
         assert (out / name).stat().st_size > 0
@@ -32,8 +49,11 @@ def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
             assert image.format == "PNG" and image.size == (900, 540)
     config = json.loads((out / "config.json").read_text())
     assert (config["steps"], config["k_shot"], config["inner_steps"], config["seed"]) == (
-        200, 10, 2, 3
-    )  # fmt: skip
+        200,
+        10,
+        2,
+        3,
+    )
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
     summary = json.loads((out / "summary.json").read_text())
     printed = capsys.readouterr().out.strip().splitlines()[-1]
@@ -47,12 +67,92 @@ def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def parse_config(*args):
+    return sinusoid_config(build_parser().parse_args(["train", "sinusoid", *args]))
+
+
+def test_every_option_reaches_the_config():
+    config = parse_config(
+        "--preset",
+        "finn2017",
+        "--first-order",
+        "--amplitude-range",
+        "1",
+        "2",
+        "--phase-range",
+        "0",
+        "1",
+        "--x-range",
+        "-3",
+        "3",
+        "--meta-batch-size",
+        "8",
+        "--k-shot",
+        "5",
+        "--k-query",
+        "15",
+        "--inner-lr",
+        "0.05",
+        "--inner-steps",
+        "3",
+        "--meta-lr",
+        "0.002",
+        "--steps",
+        "123",
+        "--seed",
+        "9",
+        "--hidden-sizes",
+        "16",
+        "8",
+        "--log-every",
+        "7",
+        "--steps-per-call",
+        "11",
+    )
+    assert config.to_dict() | {"metajax_version": None} == {
+        "task": "sinusoid",
+        "algorithm": "maml",
+        "metajax_version": None,
+        "preset": "finn2017",
+        "amplitude_range": [1.0, 2.0],
+        "phase_range": [0.0, 1.0],
+        "x_range": [-3.0, 3.0],
+        "meta_batch_size": 8,
+        "k_shot": 5,
+        "k_query": 15,
+        "inner_lr": 0.05,
+        "inner_steps": 3,
+        "meta_lr": 0.002,
+        "steps": 123,
+        "first_order": True,
+        "hidden_sizes": [16, 8],
+        "seed": 9,
+        "log_every": 7,
+        "steps_per_call": 11,
+    }
+    # Options not given come from the preset.
+    assert parse_config("--preset", "finn2017").meta_batch_size == 25
+    assert parse_config().meta_batch_size == 4
+
+
 def test_help_documents_every_option():
     result = run_metajax("train", "sinusoid", "--help")
     assert result.returncode == 0
-    for flag in ("--meta-batch-size", "--k-shot", "--k-query", "--inner-lr", "--inner-steps",
-                 "--steps", "--first-order", "--preset", "--seed", "--out", "--meta-lr",
-                 "--amplitude-range", "--overwrite"):  # fmt: skip
+    for flag in (
+        "--meta-batch-size",
+        "--k-shot",
+        "--k-query",
+        "--inner-lr",
+        "--inner-steps",
+        "--steps",
+        "--first-order",
+        "--preset",
+        "--seed",
+        "--out",
+        "--meta-lr",
+        "--amplitude-range",
+        "--overwrite",
+    ):
         assert flag in result.stdout
     assert "20000 with tutorial, 70000 with finn2017" in " ".join(result.stdout.split())
 
@@ -77,6 +177,28 @@ def test_bad_arguments_exit_non_zero_with_a_message_and_no_traceback(tmp_path, a
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--name", "../escape"], "argument --name: must be a plain name without '/'"),
+        (["--name", ".."], "argument --name: must be a plain name without '/', got '..'"),
+        (["--out", ""], "argument --out: must name a directory, got ''"),
+    ],
+)
+def test_run_directory_names_are_checked(args, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "sinusoid", *args])
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    status = main(["train", "sinusoid", "--steps", "5", "--out", str(tmp_path / "afile" / "run")])
+    assert status == 1
+    assert "metajax: error: [Errno 20] Not a directory" in capsys.readouterr().err
+
+
 def test_an_existing_run_is_refused_without_overwrite(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     result = run_metajax("train", "sinusoid", "--steps", "10", "--out", str(tmp_path))
@@ -90,3 +212,10 @@ def test_plot_of_a_missing_run_is_a_clear_error(tmp_path):
     result = run_metajax("plot", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_plot_checks_its_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["plot", str(tmp_path), "--adapt-steps", "0"])
+    assert exit.value.code == 2
+    assert "argument --adapt-steps: must be an integer >= 1, got 0" in capsys.readouterr().err

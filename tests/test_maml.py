@@ -1,5 +1,6 @@
 """MAML's numbers: the tutorial's checks, closed forms, finite differences, equivalences."""
 
+import itertools
 import math
 
 import equinox as eqx
@@ -68,11 +69,16 @@ def test_multi_step_meta_gradient_matches_closed_form(num_steps):
         (1 - alpha) ** num_steps * (adapted - a_q),
         rtol=1e-5,
     )
+    # First order keeps only the query gradient at the adapted point.
+    first_order = maml(quadratic, inner_lr=alpha, num_steps=num_steps, first_order=True)
+    np.testing.assert_allclose(
+        jax.grad(first_order.task_loss)(theta, task), adapted - a_q, rtol=1e-5
+    )
 
 
 def init_dict_mlp(key, sizes=(1, 8, 8, 1)):
     params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         key, w_key, b_key = jax.random.split(key, 3)
         params[f"w{i}"] = jax.random.normal(w_key, (fan_in, fan_out)) / np.sqrt(fan_in)
         params[f"b{i}"] = 0.1 * jax.random.normal(b_key, (fan_out,))
@@ -125,13 +131,13 @@ def test_vmap_over_tasks_equals_a_python_loop():
     loss, grads = jax.jit(learner.meta_grad)(params, tasks)
 
     task_value_and_grad = jax.jit(jax.value_and_grad(learner.task_loss))
-    per_task = [
-        task_value_and_grad(params, jax.tree.map(lambda leaf: leaf[i], tasks)) for i in range(4)
-    ]
-    np.testing.assert_allclose(loss, np.mean([l for l, _ in per_task]), rtol=1e-6)
+    single_tasks = [jax.tree.map(lambda leaf, i=i: leaf[i], tasks) for i in range(4)]
+    per_task = [task_value_and_grad(params, task) for task in single_tasks]
+    np.testing.assert_allclose(loss, np.mean([value for value, _ in per_task]), rtol=1e-6)
     mean_grads = jax.tree.map(lambda *g: sum(g) / 4, *[g for _, g in per_task])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 grads, mean_grads)  # fmt: skip
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, mean_grads
+    )
 
 
 def test_zero_inner_steps_is_plain_multi_task_training():
@@ -155,40 +161,48 @@ def test_jit_matches_eager_and_trajectory_matches_adapt():
     learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=3)
     eager = learner.meta_grad(params, tasks)
     jitted = jax.jit(learner.meta_grad)(params, tasks)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 eager, jitted)  # fmt: skip
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), eager, jitted)
 
     support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
     trajectory = learner.adapt_trajectory(params, support)
     assert trajectory["w1"].shape == (4, 8, 8)
     for step in range(4):
         adapted = learner.adapt(params, support, num_steps=step)
-        jax.tree.map(lambda t, a: np.testing.assert_allclose(t[step], a, rtol=1e-6),
-                     trajectory, adapted)  # fmt: skip
+        after_step = jax.tree.map(lambda leaf, step=step: leaf[step], trajectory)
+        jax.tree.map(lambda t, a: np.testing.assert_allclose(t, a, rtol=1e-6), after_step, adapted)
 
 
 def test_equinox_module_through_partition():
-    model = eqx.nn.MLP(1, 1, 16, 2, activation=jnp.tanh, key=jax.random.key(8))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    with jax.enable_x64(True):
+        model = eqx.nn.MLP(1, 1, 16, 2, activation=jnp.tanh, key=jax.random.key(8))
+        params, static = eqx.partition(model, eqx.is_inexact_array)
 
-    def loss_fn(params, batch):
-        return metajax.mse_loss(eqx.combine(params, static), batch)
+        def loss_fn(params, batch):
+            return metajax.mse_loss(eqx.combine(params, static), batch)
 
-    tasks = random_tasks(jax.random.key(9), num_tasks=3)
-    learner = maml(loss_fn, inner_lr=0.05, num_steps=1)
-    loss, grads = eqx.filter_jit(learner.meta_grad)(params, tasks)
-    meta_loss = eqx.filter_jit(learner.meta_loss)
-    # The gradient has the module's structure and agrees with a directional finite difference.
-    assert jax.tree.structure(grads) == jax.tree.structure(params)
-    direction = jax.tree.map(lambda leaf: jnp.ones_like(leaf) / leaf.size, params)
-    eps = 1e-3
-    shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params, direction)
-    numeric = (meta_loss(shifted(1), tasks) - meta_loss(shifted(-1), tasks)) / (2 * eps)
-    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
-    np.testing.assert_allclose(analytic, numeric, rtol=2e-2)
-    # One adaptation step on the support set lowers the support loss.
-    support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
-    assert loss_fn(learner.adapt(params, support), support) < loss_fn(params, support)
+        tasks = random_tasks(jax.random.key(9), num_tasks=3)
+        learner = maml(loss_fn, inner_lr=0.05, num_steps=1)
+        loss, grads = eqx.filter_jit(learner.meta_grad)(params, tasks)
+        meta_loss = eqx.filter_jit(learner.meta_loss)
+        np.testing.assert_allclose(loss, meta_loss(params, tasks), rtol=1e-12)
+        # The gradient has the module's structure and matches a directional finite difference.
+        assert jax.tree.structure(grads) == jax.tree.structure(params)
+        direction = jax.tree.map(
+            lambda leaf: jnp.cos(jnp.arange(leaf.size)).reshape(leaf.shape), params
+        )
+
+        def shifted(sign):
+            return jax.tree.map(lambda p, d: p + sign * 1e-5 * d, params, direction)
+
+        numeric = (meta_loss(shifted(1), tasks) - meta_loss(shifted(-1), tasks)) / 2e-5
+        analytic = sum(
+            jnp.vdot(g, d)
+            for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True)
+        )
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+        # One adaptation step on the support set lowers the support loss.
+        support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
+        assert loss_fn(learner.adapt(params, support), support) < loss_fn(params, support)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +213,8 @@ def test_equinox_module_through_partition():
         (dict(inner_lr=float("nan")), r"`inner_lr` must be a finite number > 0, got nan"),
         (dict(inner_lr=0.1, num_steps=-1), r"`num_steps` must be an integer >= 0, got -1"),
         (dict(inner_lr=0.1, num_steps=1.5), r"`num_steps` must be an integer >= 0, got 1.5"),
+        (dict(inner_lr="0.1"), r"`inner_lr` must be a finite number > 0, got '0.1'"),
+        (dict(inner_lr=0.1, first_order="no"), r"`first_order` must be true or false, got 'no'"),
     ],
 )
 def test_bad_hyper_parameters_are_rejected(kwargs, message):

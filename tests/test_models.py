@@ -18,6 +18,8 @@ def test_tutorial_architecture():
     assert [b.shape for b in model.biases] == [(40,), (40,), (1,)]
     params, static = eqx.partition(model, eqx.is_inexact_array)
     assert sum(leaf.size for leaf in jax.tree.leaves(params)) == 40 + 40 + 1600 + 40 + 40 + 1
+    # The activation is static: every leaf is a trainable array.
+    assert jax.tree.leaves(static) == []
 
 
 def test_forward_pass_is_dense_relu_dense_relu_dense():
@@ -53,14 +55,18 @@ def test_custom_sizes_and_activation():
     model = mlp(jax.random.key(3), sizes=(3, 5, 2), activation=jnp.tanh)
     assert isinstance(model, MLP)
     assert model(jnp.ones((4, 3))).shape == (4, 2)
-    with pytest.raises(ValueError, match=r"`sizes` must list at least two sizes, each >= 1, got \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"`sizes` must be a list of at least 2 integers >= 1, got \(3,\)"
+    ):
         mlp(jax.random.key(3), sizes=(3,))
     with pytest.raises(ValueError, match=r"got \(1, 0, 1\)"):
         mlp(jax.random.key(3), sizes=(1, 0, 1))
 
 
 def test_mse_loss():
-    model = lambda x: 2.0 * x
+    def model(x):
+        return 2.0 * x
+
     x = jnp.array([[1.0], [2.0], [3.0]])
     y = jnp.array([[2.0], [5.0], [3.0]])
     # Errors 0, -1, 3: mean of squares 10 / 3.

@@ -15,11 +15,6 @@ def test_ci_runs_the_readme_test_command():
     assert command in README
 
 
-def test_quick_start_trains_the_sinusoid_model():
-    assert "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/metajax train " \
-           "sinusoid" in README  # fmt: skip
-
-
 def test_python_example_runs_and_prints_what_the_readme_says(capsys):
     (example,) = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
     exec(compile(example, "README.md", "exec"), {})

@@ -33,7 +33,9 @@ def test_targets_are_exactly_amplitude_times_sin_of_x_plus_phase():
     amplitude = np.asarray(sinusoids.amplitude)[:, None, None]
     phase = np.asarray(sinusoids.phase)[:, None, None]
     for x, y in (tasks.support, tasks.query):
-        np.testing.assert_allclose(y, amplitude * np.sin(np.asarray(x) + phase), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            y, amplitude * np.sin(np.asarray(x) + phase), rtol=1e-6, atol=1e-6
+        )
     # Support and query points of a task are different draws.
     assert not np.allclose(tasks.support[0], tasks.query[0])
 

@@ -2,6 +2,7 @@
 
 from importlib.metadata import version as _version
 
+from metajax._validation import OptionError as OptionError
 from metajax.algorithms.maml import maml as maml
 from metajax.algorithms.meta_learner import LossFn as LossFn
 from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
@@ -24,11 +25,12 @@ from metajax.training import train_steps as train_steps
 __version__ = _version("metajax")
 
 __all__ = [
-    "LossFn",
     "MLP",
-    "MetaLearner",
-    "Params",
     "SINUSOID_PRESETS",
+    "LossFn",
+    "MetaLearner",
+    "OptionError",
+    "Params",
     "Sinusoid",
     "SinusoidFamily",
     "Task",

@@ -1,14 +1,27 @@
 """The ``metajax`` command: parses arguments into a config and calls the library."""
 
 import argparse
+import os
 import sys
 import time
 from importlib.metadata import version
 
+from metajax._validation import OptionError
 from metajax.experiments import sinusoid
 from metajax.run_dir import RunDirError
 
-_START = time.perf_counter()
+_IMPORTED = time.perf_counter()
+
+
+def _wall_seconds() -> float:
+    """Seconds since this process started (Linux), else since this module was imported."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
 
 # Settings that differ between presets, with their help text; each flag's default comes from
 # the chosen preset (see metajax.experiments.sinusoid.PRESETS).
@@ -35,7 +48,7 @@ def _flag(field: str) -> str:
 def _preset_defaults(field: str) -> str:
     values = []
     for name in sinusoid.PRESETS:
-        value = getattr(sinusoid.SinusoidConfig.from_preset(name), field)
+        value = getattr(sinusoid.SinusoidConfig(preset=name), field)
         shown = " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
         values.append(f"{shown} with {name}")
     return "default: " + ", ".join(values)
@@ -97,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(defaults.hidden_sizes),
         help="hidden layer sizes of the MLP (default: 40 40)",
     )
-    train_sinusoid.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)")
+    train_sinusoid.add_argument(
+        "--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)"
+    )
     train_sinusoid.add_argument(
         "--log-every",
         type=int,
@@ -141,26 +156,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_sinusoid(args: argparse.Namespace) -> int:
-    overrides = {
-        field: getattr(args, field)
-        for field in (*_PRESET_OPTIONS, *_RANGE_OPTIONS)
-        if getattr(args, field) is not None
-    }
-    try:
-        config = sinusoid.SinusoidConfig.from_preset(
-            args.preset,
-            first_order=args.first_order,
-            hidden_sizes=args.hidden_sizes,
-            seed=args.seed,
-            log_every=args.log_every,
-            steps_per_call=args.steps_per_call,
-            **overrides,
-        )
-    except sinusoid.ConfigError as error:
-        args.parser.error(f"argument {_flag(error.field)}: {error.problem}")
+def sinusoid_config(args: argparse.Namespace) -> "sinusoid.SinusoidConfig":
+    """The config that parsed ``metajax train sinusoid`` arguments ask for.
+
+    Raises:
+      OptionError: naming the config field of an out-of-range option.
+    """
+    given = {field: getattr(args, field) for field in (*_PRESET_OPTIONS, *_RANGE_OPTIONS)}
+    return sinusoid.SinusoidConfig(
+        preset=args.preset,
+        first_order=args.first_order,
+        hidden_sizes=args.hidden_sizes,
+        seed=args.seed,
+        log_every=args.log_every,
+        steps_per_call=args.steps_per_call,
+        **{field: value for field, value in given.items() if value is not None},
+    )
+
+
+def _run_directory(args: argparse.Namespace, config: "sinusoid.SinusoidConfig") -> str:
+    if args.out is not None:
+        if not args.out.strip():
+            args.parser.error("argument --out: must name a directory, got ''")
+        return args.out
     name = args.name or f"sinusoid-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = args.out or f"runs/{name}"
+    if not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
+        args.parser.error(f"argument --name: must be a plain name without '/', got {name!r}")
+    return os.path.join("runs", name)
+
+
+def _train_sinusoid(args: argparse.Namespace) -> int:
+    try:
+        config = sinusoid_config(args)
+    except OptionError as error:
+        args.parser.error(f"argument {_flag(error.name)}: {error.problem}")
+    out = _run_directory(args, config)
     summary = sinusoid.train(
         config,
         out,
@@ -173,15 +203,17 @@ def _train_sinusoid(args: argparse.Namespace) -> int:
         f"(mean of the last {summary['final_meta_loss_window']} steps); "
         f"{summary['steps']} meta-steps at {summary['steps_per_second']:,.0f} steps/s "
         f"({summary['train_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s); "
-        f"wall time {time.perf_counter() - _START:.1f} s; run directory {out}"
+        f"wall time {_wall_seconds():.1f} s; run directory {out}"
     )
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    if args.adapt_steps < 1:
-        args.parser.error(f"argument --adapt-steps: must be an integer >= 1, got {args.adapt_steps}")
-    for path in sinusoid.plot(args.run_dir, adapt_steps=args.adapt_steps):
+    try:
+        paths = sinusoid.plot(args.run_dir, adapt_steps=args.adapt_steps)
+    except OptionError as error:
+        args.parser.error(f"argument {_flag(error.name)}: {error.problem}")
+    for path in paths:
         print(f"metajax: wrote {path}")
     return 0
 
@@ -191,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except RunDirError as error:
+    except (RunDirError, OSError) as error:  # OSError: a path that cannot be written or read
         print(f"metajax: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

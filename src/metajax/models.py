@@ -1,11 +1,14 @@
 """Built-in networks and losses."""
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import Array
+
+from metajax import _validation
 
 
 class MLP(eqx.Module):
@@ -14,7 +17,7 @@ class MLP(eqx.Module):
     It maps an input of shape ``[..., in_size]`` to ``[..., out_size]``, so it takes one example
     or a batch; ``jax.vmap`` over examples gives the same matrix products. (Storing weights
     ``[in, out]`` rather than ``equinox.nn.Linear``'s ``[out, in]`` makes MAML's meta-gradient
-    about 15% faster on CPU: the batched products need no transposes.)
+    about 10% faster on CPU: the batched products need no transposes.)
 
     Attributes:
       weights: one ``[in, out]`` matrix per layer.
@@ -27,7 +30,7 @@ class MLP(eqx.Module):
     activation: Callable[[Array], Array] = eqx.field(static=True)
 
     def __call__(self, x: Array) -> Array:
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1], strict=True):
             x = self.activation(x @ weight + bias)
         return x @ self.weights[-1] + self.biases[-1]
 
@@ -40,8 +43,9 @@ def mlp(
     """The network of the MAML sinusoid experiments: by default 1 -> 40 -> 40 -> 1 with ReLU.
 
     Weights are Glorot-normal (truncated normal, fan-average scaling) and biases are normal with
-    standard deviation 0.01: the defaults of ``jax.example_libraries.stax.Dense`` that the
-    tutorial used.
+    standard deviation 0.01: the defaults of ``jax.example_libraries.stax.Dense``, where the
+    tutorial's ``jax.experimental.stax`` lives on. (The stax of 2019 drew untruncated normal
+    weights of twice this variance.)
 
     Args:
       key: PRNG key for the initial parameters.
@@ -52,11 +56,9 @@ def mlp(
       An :class:`MLP`.
 
     Raises:
-      ValueError: if ``sizes`` has fewer than two entries or a size is not positive.
+      ValueError: if ``sizes`` has fewer than two entries or a size is not a positive integer.
     """
-    sizes = tuple(int(size) for size in sizes)
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"`sizes` must list at least two sizes, each >= 1, got {sizes}")
+    sizes = _validation.sizes("sizes", sizes, min_length=2)
     weights, biases = _init_mlp_params(key, sizes)
     return MLP(weights=weights, biases=biases, activation=activation)
 
@@ -65,10 +67,10 @@ def mlp(
 def _init_mlp_params(key: Array, sizes: tuple[int, ...]):
     weight_init = jax.nn.initializers.glorot_normal()
     bias_init = jax.nn.initializers.normal(stddev=1e-2)
-    shapes = list(zip(sizes[:-1], sizes[1:]))
+    shapes = list(itertools.pairwise(sizes))
     keys = jax.random.split(key, (len(shapes), 2))
-    weights = tuple(weight_init(k[0], shape) for k, shape in zip(keys, shapes))
-    biases = tuple(bias_init(k[1], (shape[1],)) for k, shape in zip(keys, shapes))
+    weights = tuple(weight_init(k[0], shape) for k, shape in zip(keys, shapes, strict=True))
+    biases = tuple(bias_init(k[1], (shape[1],)) for k, shape in zip(keys, shapes, strict=True))
     return weights, biases
 
 

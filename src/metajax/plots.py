@@ -37,7 +37,7 @@ def plot_adaptation(
     axes = figure.add_subplot()
     axes.plot(x, target, color="black", linewidth=2.5, label="target")
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, len(predictions)))
-    for (label, values), color in zip(predictions, colors):
+    for (label, values), color in zip(predictions, colors, strict=True):
         style = "--" if label.startswith("pre-update") else "-"
         axes.plot(x, values, style, color=color, linewidth=1.5, label=label)
     axes.scatter(

@@ -88,7 +88,7 @@ class MetricsLog:
     """Appends one JSON record per line to ``metrics.jsonl``, flushed as it goes."""
 
     def __init__(self, path: Path):
-        self._file = open(path, "a")
+        self._file = open(path, "a")  # noqa: SIM115 (open for the whole run, see close)
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
@@ -98,13 +98,21 @@ class MetricsLog:
         self._file.close()
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file."""
+def read_metrics(path: Path, fields: tuple[str, ...] = ("step", "meta_loss")) -> list[dict]:
+    """The records of a ``metrics.jsonl`` file, each checked to hold ``fields``."""
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         raise RunDirError(f"'{path}' is missing; is '{Path(path).parent}' a metajax run?") from None
-    try:
-        return [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as error:
-        raise RunDirError(f"'{path}' has a line that is not valid JSON: {error}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RunDirError(f"'{path}' line {number} is not valid JSON: {error}") from None
+        if not isinstance(record, dict) or not all(field in record for field in fields):
+            raise RunDirError(f"'{path}' line {number} lacks one of {', '.join(fields)}")
+        records.append(record)
+    return records

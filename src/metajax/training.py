@@ -11,6 +11,7 @@ import optax
 from jax import Array, lax
 from tqdm.auto import tqdm
 
+from metajax import _validation
 from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.tasks.task import Task
 
@@ -123,8 +124,8 @@ def meta_train(
       num_steps: how many meta-steps to take, ``>= 1``.
       steps_per_call: how many meta-steps each compiled call takes, ``>= 1``.
       progress: show a progress bar (on stderr) with the running meta-loss.
-      on_chunk: called after each compiled call with the number of steps taken so far (since
-        ``state``) and that call's meta-losses.
+      on_chunk: called after each compiled call with the state's step count after it (the
+        number of meta-steps taken in all, ``TrainState.step``) and that call's meta-losses.
 
     Returns:
       A :class:`TrainResult`.
@@ -132,9 +133,8 @@ def meta_train(
     Raises:
       ValueError: if ``num_steps`` or ``steps_per_call`` is not a positive integer.
     """
-    for name, value in (("num_steps", num_steps), ("steps_per_call", steps_per_call)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    num_steps = _validation.integer("num_steps", num_steps, 1)
+    steps_per_call = _validation.integer("steps_per_call", steps_per_call, 1)
 
     chunk_sizes = [steps_per_call] * (num_steps // steps_per_call)
     if num_steps % steps_per_call:
@@ -152,18 +152,18 @@ def meta_train(
         compile_seconds += time.perf_counter() - start
 
     losses = []
-    done = 0
+    step = int(state.step)
     start = time.perf_counter()
     with tqdm(total=num_steps, disable=not progress, unit="step", desc="meta-train") as bar:
         for size in chunk_sizes:
             state, chunk_losses = compiled[size](state)
             chunk_losses = np.asarray(chunk_losses, dtype=np.float64)
             losses.append(chunk_losses)
-            done += size
+            step += size
             bar.set_postfix(meta_loss=f"{chunk_losses.mean():.4g}", refresh=False)
             bar.update(size)
             if on_chunk is not None:
-                on_chunk(done, chunk_losses)
+                on_chunk(step, chunk_losses)
     jax.block_until_ready(state)
     return TrainResult(
         state=state,

@@ -1,12 +1,10 @@
 """Model-Agnostic Meta-Learning (Finn et al., 2017), second and first order."""
 
-import math
-import numbers
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from metajax import _validation
 from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
 from metajax.tasks.task import Task
 
@@ -31,7 +29,7 @@ def maml(
       loss_fn: ``loss_fn(params, batch) -> scalar`` for any pytree ``params`` of arrays. For an
         Equinox model, partition it first (``eqx.partition(model, eqx.is_inexact_array)``) and
         recombine inside ``loss_fn``.
-      inner_lr: the inner-loop step size, ``> 0``.
+      inner_lr: the inner-loop step size, a number ``> 0``.
       num_steps: the number of inner-loop steps, ``>= 0``. With 0, MAML reduces to plain
         multi-task training on the query sets.
       first_order: stop gradients through the inner-loop gradients.
@@ -40,7 +38,7 @@ def maml(
       A :class:`~metajax.MetaLearner`. Its meta-parameters are the model parameters themselves.
 
     Raises:
-      ValueError: if ``inner_lr`` or ``num_steps`` is out of range.
+      ValueError: if ``inner_lr``, ``num_steps`` or ``first_order`` is out of range.
 
     Example:
       >>> loss = lambda theta, a: 0.5 * (theta - a) ** 2
@@ -48,10 +46,9 @@ def maml(
       >>> round(float(learner.task_loss(1.0, Task(support=0.0, query=0.0))), 6)  # 0.5 * 0.9**2
       0.405
     """
-    if not isinstance(inner_lr, numbers.Real) or not (inner_lr > 0 and math.isfinite(inner_lr)):
-        raise ValueError(f"`inner_lr` must be a finite number > 0, got {inner_lr!r}")
-    num_steps = _check_num_steps(num_steps)
-    default_num_steps = num_steps
+    inner_lr = _validation.positive_number("inner_lr", inner_lr)
+    default_num_steps = _validation.integer("num_steps", num_steps, 0)
+    first_order = _validation.boolean("first_order", first_order)
 
     def inner_step(params: Params, support) -> Params:
         grads = jax.grad(loss_fn)(params, support)
@@ -60,7 +57,9 @@ def maml(
         return jax.tree.map(lambda p, g: p - inner_lr * g, params, grads)
 
     def scan_inner_loop(meta_params: Params, support, num_steps: int | None):
-        num_steps = default_num_steps if num_steps is None else _check_num_steps(num_steps)
+        if num_steps is None:
+            num_steps = default_num_steps
+        num_steps = _validation.integer("num_steps", num_steps, 0)
 
         def body(params, _):
             params = inner_step(params, support)
@@ -95,9 +94,3 @@ def maml(
         meta_loss=meta_loss,
         meta_grad=jax.value_and_grad(meta_loss),
     )
-
-
-def _check_num_steps(num_steps) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 0:
-        raise ValueError(f"`num_steps` must be an integer >= 0, got {num_steps!r}")
-    return int(num_steps)

@@ -1,6 +1,7 @@
 """The interface every meta-learning algorithm implements."""
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from jax import Array
 

@@ -1,9 +1,6 @@
 """MAML on sinusoid regression, from a config to a finished run directory."""
 
 import dataclasses
-import math
-import numbers
-import time
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -15,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metajax import run_dir
+from metajax import _validation, run_dir
 from metajax.algorithms.maml import maml
 from metajax.algorithms.meta_learner import LossFn, MetaLearner
 from metajax.evaluation import adaptation_curve
@@ -27,10 +24,18 @@ TASK_NAME = "sinusoid"
 FINAL_LOSS_WINDOW = 1000
 """The final meta-loss is the mean over this many last meta-steps."""
 
+
+_FAMILY_FIELDS = ("amplitude_range", "phase_range", "x_range")
+
+
+def _family_settings(family: SinusoidFamily) -> dict[str, tuple[float, float]]:
+    return {name: getattr(family, name) for name in _FAMILY_FIELDS}
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The tutorial's batched run: "MAML Tutorial with JAX" (Jang, 2019).
     "tutorial": dict(
-        family=SINUSOID_PRESETS["tutorial"],
+        **_family_settings(SINUSOID_PRESETS["tutorial"]),
         meta_batch_size=4,
         k_shot=20,
         k_query=20,
@@ -41,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # The MAML paper's regression experiment (Finn et al., 2017, section 5.1).
     "finn2017": dict(
-        family=SINUSOID_PRESETS["finn2017"],
+        **_family_settings(SINUSOID_PRESETS["finn2017"]),
         meta_batch_size=25,
         k_shot=10,
         k_query=10,
@@ -51,133 +56,80 @@ PRESETS: dict[str, dict[str, Any]] = {
         steps=70000,
     ),
 }
-
-
-class ConfigError(ValueError):
-    """An option out of its valid range; ``field`` names the option."""
-
-    def __init__(self, field: str, requirement: str, value: Any):
-        self.field = field
-        self.problem = f"must be {requirement}, got {value!r}"
-        super().__init__(f"`{field}` {self.problem}")
-
-
-def _require(condition: bool, field: str, requirement: str, value: Any) -> None:
-    if not condition:
-        raise ConfigError(field, requirement, value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_positive_float(value: Any) -> bool:
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+"""The settings each preset gives every field left at ``None`` in :class:`SinusoidConfig`."""
 
 
 @dataclasses.dataclass(frozen=True)
 class SinusoidConfig:
-    """Everything that defines a sinusoid meta-training run. The defaults are the tutorial's.
+    """Everything that defines a sinusoid meta-training run.
 
-    Build one from a preset with :meth:`from_preset`; every field is validated on construction.
+    ``preset`` supplies every task-family and training setting left at ``None``, so
+    ``SinusoidConfig()`` is the tutorial's run and ``SinusoidConfig(preset="finn2017", seed=1)``
+    the paper's with another seed. Every field is validated on construction
+    (:class:`~metajax.OptionError` names the field).
 
     Attributes:
-      preset: the preset the defaults came from (``tutorial`` or ``finn2017``).
+      preset: ``tutorial`` or ``finn2017``, see ``PRESETS``.
       amplitude_range, phase_range, x_range: the task family, see
         :class:`~metajax.SinusoidFamily`.
-      hidden_sizes: the hidden layer sizes of the MLP (input and output have size 1).
       meta_batch_size: tasks per meta-step.
       k_shot: support points per task.
       k_query: query points per task.
       inner_lr: the inner-loop step size.
       inner_steps: inner-loop gradient steps (0 is plain multi-task training).
-      first_order: first-order MAML (no gradients through the inner gradients).
       meta_lr: Adam's step size for the meta-parameters.
       steps: meta-steps.
+      first_order: first-order MAML (no gradients through the inner gradients).
+      hidden_sizes: the hidden layer sizes of the MLP (input and output have size 1).
       seed: the seed of every random number in the run.
       log_every: meta-steps per record in ``metrics.jsonl``.
-      steps_per_call: meta-steps fused into one compiled call.
+      steps_per_call: meta-steps fused into one compiled call. The task batches of a call are
+        drawn at once, so their memory grows with it.
     """
 
     preset: str = "tutorial"
-    amplitude_range: tuple[float, float] = SINUSOID_PRESETS["tutorial"].amplitude_range
-    phase_range: tuple[float, float] = SINUSOID_PRESETS["tutorial"].phase_range
-    x_range: tuple[float, float] = SINUSOID_PRESETS["tutorial"].x_range
-    hidden_sizes: tuple[int, ...] = (40, 40)
-    meta_batch_size: int = 4
-    k_shot: int = 20
-    k_query: int = 20
-    inner_lr: float = 0.1
-    inner_steps: int = 1
+    amplitude_range: tuple[float, float] | None = None
+    phase_range: tuple[float, float] | None = None
+    x_range: tuple[float, float] | None = None
+    meta_batch_size: int | None = None
+    k_shot: int | None = None
+    k_query: int | None = None
+    inner_lr: float | None = None
+    inner_steps: int | None = None
+    meta_lr: float | None = None
+    steps: int | None = None
     first_order: bool = False
-    meta_lr: float = 1e-3
-    steps: int = 20000
+    hidden_sizes: tuple[int, ...] = (40, 40)
     seed: int = 0
     log_every: int = 100
     steps_per_call: int = 1000
 
     def __post_init__(self):
-        _require(self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
-        for name in ("amplitude_range", "phase_range", "x_range"):
-            value = getattr(self, name)
-            try:
-                SinusoidFamily(**{name: value})
-            except ValueError:
-                raise ConfigError(
-                    name, "a pair (low, high) of finite numbers with low <= high", value
-                ) from None
-            object.__setattr__(self, name, (float(value[0]), float(value[1])))
-        sizes = self.hidden_sizes
-        _require(
-            isinstance(sizes, (tuple, list)) and len(sizes) > 0
-            and all(_is_int(size) and size >= 1 for size in sizes),
-            "hidden_sizes", "a non-empty list of integers >= 1", sizes,
-        )  # fmt: skip
-        object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in sizes))
-        for name in (
-            "meta_batch_size", "k_shot", "k_query", "steps", "log_every", "steps_per_call"
-        ):  # fmt: skip
-            value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, name, "an integer >= 1", value)
-        _require(
-            _is_int(self.inner_steps) and self.inner_steps >= 0,
-            "inner_steps", "an integer >= 0", self.inner_steps,
-        )  # fmt: skip
-        _require(
-            _is_int(self.seed) and 0 <= self.seed < 2**32,
-            "seed", "an integer in [0, 2**32)", self.seed,
-        )  # fmt: skip
+        preset = _validation.choice("preset", self.preset, PRESETS)
+        resolved = {
+            name: default if getattr(self, name) is None else getattr(self, name)
+            for name, default in PRESETS[preset].items()
+        }
+        family = SinusoidFamily(**{name: resolved[name] for name in _FAMILY_FIELDS})
+        resolved.update(_family_settings(family))  # the ranges as the family checked them
+        for name in ("meta_batch_size", "k_shot", "k_query", "steps"):
+            resolved[name] = _validation.integer(name, resolved[name], 1)
+        resolved["inner_steps"] = _validation.integer("inner_steps", resolved["inner_steps"], 0)
         for name in ("inner_lr", "meta_lr"):
-            value = getattr(self, name)
-            _require(_is_positive_float(value), name, "a finite number > 0", value)
-        _require(isinstance(self.first_order, bool), "first_order", "true or false",
-                 self.first_order)  # fmt: skip
-
-    @classmethod
-    def from_preset(cls, preset: str = "tutorial", **overrides: Any) -> "SinusoidConfig":
-        """The preset's settings, with ``overrides`` (config fields) replacing some of them."""
-        _require(preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", preset)
-        settings = dict(PRESETS[preset])
-        family = settings.pop("family")
-        settings.update(
-            amplitude_range=family.amplitude_range,
-            phase_range=family.phase_range,
-            x_range=family.x_range,
-        )
-        unknown = sorted(set(overrides) - {field.name for field in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        settings.update(overrides)
-        return cls(preset=preset, **settings)
+            resolved[name] = _validation.positive_number(name, resolved[name])
+        resolved["first_order"] = _validation.boolean("first_order", self.first_order)
+        resolved["hidden_sizes"] = _validation.sizes("hidden_sizes", self.hidden_sizes, 1)
+        resolved["seed"] = _validation.integer("seed", self.seed, 0)
+        if resolved["seed"] >= 2**32:
+            raise _validation.OptionError("seed", "an integer in [0, 2**32)", self.seed)
+        for name in ("log_every", "steps_per_call"):
+            resolved[name] = _validation.integer(name, getattr(self, name), 1)
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
 
     @property
     def family(self) -> SinusoidFamily:
-        return SinusoidFamily(self.amplitude_range, self.phase_range, self.x_range)
+        return SinusoidFamily(**{name: getattr(self, name) for name in _FAMILY_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that records the task family and the metajax version too."""
@@ -185,12 +137,18 @@ class SinusoidConfig:
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
         }
-        return {"task": TASK_NAME, "algorithm": "maml", "metajax_version": version("metajax"),
-                **fields}  # fmt: skip
+        return {
+            "task": TASK_NAME,
+            "algorithm": "maml",
+            "metajax_version": version("metajax"),
+            **fields,
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SinusoidConfig":
         """The inverse of :meth:`to_dict`. Unknown keys and other task families are errors."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a config must be a JSON object, got {type(values).__name__}")
         values = dict(values)
         task = values.pop("task", TASK_NAME)
         if task != TASK_NAME:
@@ -211,7 +169,6 @@ class Setup(NamedTuple):
     loss_fn: LossFn
     learner: MetaLearner
     sample_tasks: TaskSampler
-    init_key: jax.Array
     train_key: jax.Array
     eval_key: jax.Array
 
@@ -242,7 +199,7 @@ def build(config: SinusoidConfig) -> Setup:
         num_support=config.k_shot,
         num_query=config.k_query,
     )
-    return Setup(model, static, loss_fn, learner, sample_tasks, init_key, train_key, eval_key)
+    return Setup(model, static, loss_fn, learner, sample_tasks, train_key, eval_key)
 
 
 class _WindowedMetrics:
@@ -251,30 +208,26 @@ class _WindowedMetrics:
     def __init__(self, log: run_dir.MetricsLog, log_every: int):
         self._log = log
         self._log_every = log_every
-        self._pending: list[float] = []
-        self._step = 0
-        self._start = time.perf_counter()
+        self._pending = np.zeros(0)  # the losses of the steps after the last record
+        self._step = 0  # the step count after the last pending loss
 
-    def __call__(self, steps_done: int, losses: np.ndarray) -> None:
-        self._pending.extend(losses.tolist())
-        while len(self._pending) >= self._log_every:
-            self._emit(self._pending[: self._log_every])
-            self._pending = self._pending[self._log_every :]
+    def __call__(self, step: int, losses: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, losses])
+        self._step = step
+        full = len(self._pending) // self._log_every * self._log_every
+        first = step - len(self._pending)
+        for i, window in enumerate(self._pending[:full].reshape(-1, self._log_every)):
+            self._write(first + (i + 1) * self._log_every, window)
+        self._pending = self._pending[full:]
 
-    def _emit(self, window: list[float]) -> None:
-        self._step += len(window)
-        self._log.write(
-            {
-                "step": self._step,
-                "meta_loss": float(np.mean(window)),
-                "elapsed_s": round(time.perf_counter() - self._start, 4),
-            }
-        )
+    def _write(self, step: int, window: np.ndarray) -> None:
+        self._log.write({"step": step, "meta_loss": float(window.mean())})
 
     def flush(self) -> None:
-        if self._pending:
-            self._emit(self._pending)
-            self._pending = []
+        """Writes the last, partial window."""
+        if len(self._pending):
+            self._write(self._step, self._pending)
+            self._pending = self._pending[:0]
 
 
 def train(
@@ -345,8 +298,10 @@ def train(
 def load(path: str | Path) -> tuple[SinusoidConfig, MLP]:
     """The config and the meta-trained model of a finished run directory."""
     path = Path(path)
-    if not path.is_dir():
+    if not path.exists():
         raise run_dir.RunDirError(f"run directory '{path}' does not exist")
+    if not path.is_dir():
+        raise run_dir.RunDirError(f"'{path}' is a file, not a run directory")
     config_path = path / run_dir.CONFIG
     try:
         config = SinusoidConfig.from_dict(run_dir.read_json(config_path))
@@ -371,8 +326,7 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
       ValueError: if ``adapt_steps`` is not an integer >= 1.
       RunDirError: if the directory is not a finished run.
     """
-    if not _is_int(adapt_steps) or adapt_steps < 1:
-        raise ValueError(f"`adapt_steps` must be an integer >= 1, got {adapt_steps!r}")
+    adapt_steps = _validation.integer("adapt_steps", adapt_steps, 1)
     from metajax import plots  # matplotlib is imported only by the code that draws
 
     path = Path(path)
@@ -424,9 +378,11 @@ def _adaptation_curves(learner, family, k_shot, adapt_steps, model, key):
     """One held-out sinusoid, its support set, and the curves of the adaptation figure on a grid
     over the x range: the target first, then the model after 0..adapt_steps inner steps."""
     sinusoid_key, x_key = jax.random.split(key)
-    sinusoid = jax.tree.map(lambda leaf: leaf[0], family.sample_sinusoids(sinusoid_key, 1))
-    support_x = family.sample_inputs(x_key, (k_shot, 1))
-    support = (support_x, sinusoid(support_x))
+    sinusoids = family.sample_sinusoids(sinusoid_key, 1)
+    task, sinusoid = jax.tree.map(
+        lambda leaf: leaf[0], (family.tasks_for(x_key, sinusoids, k_shot, 0), sinusoids)
+    )
+    support = task.support
     grid = jnp.linspace(*family.x_range, 200)[:, None]
     params, static = eqx.partition(model, eqx.is_inexact_array)
     trajectory = learner.adapt_trajectory(params, support, adapt_steps)

@@ -2,13 +2,13 @@
 
 import dataclasses
 import math
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from metajax import _validation
 from metajax.tasks.task import Task
 
 
@@ -47,18 +47,7 @@ class SinusoidFamily:
 
     def __post_init__(self):
         for name in ("amplitude_range", "phase_range", "x_range"):
-            value = getattr(self, name)
-            if not (
-                isinstance(value, (tuple, list))
-                and len(value) == 2
-                and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in value)
-                and value[0] <= value[1]
-            ):
-                raise ValueError(
-                    f"`{name}` must be a pair (low, high) of finite numbers with low <= high, "
-                    f"got {value!r}"
-                )
-            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+            object.__setattr__(self, name, _validation.number_range(name, getattr(self, name)))
 
     def sample_sinusoids(self, key: Array, num_tasks: int) -> Sinusoid:
         """Draws ``num_tasks`` sinusoids; each field has shape ``[num_tasks]``."""
@@ -72,9 +61,7 @@ class SinusoidFamily:
         """Draws inputs uniformly from ``x_range``."""
         return _uniform(key, shape, self.x_range)
 
-    def tasks_for(
-        self, key: Array, sinusoids: Sinusoid, num_support: int, num_query: int
-    ) -> Task:
+    def tasks_for(self, key: Array, sinusoids: Sinusoid, num_support: int, num_query: int) -> Task:
         """Draws support and query points for given sinusoids (a batch, leading axis).
 
         Returns:

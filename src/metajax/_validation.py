@@ -1,0 +1,84 @@
+"""Argument checks shared by every factory and config, with one style of message."""
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+class OptionError(ValueError):
+    """An argument or config option out of its valid range.
+
+    Attributes:
+      name: the option's name, e.g. ``"k_shot"``.
+      problem: what is wrong with it, e.g. ``"must be an integer >= 1, got 0"``.
+    """
+
+    def __init__(self, name: str, requirement: str, value: Any):
+        self.name = name
+        self.problem = f"must be {requirement}, got {value!r}"
+        super().__init__(f"`{name}` {self.problem}")
+
+
+def _is_integer(value: Any, minimum: int) -> bool:
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, (bool, np.bool_))
+        and value >= minimum
+    )
+
+
+def integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, if it is an integer (not a bool) >= ``minimum``."""
+    if not _is_integer(value, minimum):
+        raise OptionError(name, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def sizes(name: str, value: Any, min_length: int) -> tuple[int, ...]:
+    """``value`` as a tuple of ints, if it lists at least ``min_length`` integers >= 1."""
+    if not (
+        isinstance(value, (tuple, list))
+        and len(value) >= min_length
+        and all(_is_integer(size, 1) for size in value)
+    ):
+        raise OptionError(name, f"a list of at least {min_length} integers >= 1", value)
+    return tuple(int(size) for size in value)
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a float, if it is a finite real number > 0 (a concrete scalar)."""
+    try:
+        number = float(value) if not isinstance(value, (bool, np.bool_, str)) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise OptionError(name, "a finite number > 0", value)
+    return number
+
+
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise OptionError(name, "true or false", value)
+    return bool(value)
+
+
+def number_range(name: str, value: Any) -> tuple[float, float]:
+    """``value`` as ``(low, high)`` floats, if it is a pair of finite numbers with low <= high."""
+    requirement = "a pair (low, high) of finite numbers with low <= high"
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise OptionError(name, requirement, value)
+    try:
+        low, high = (float(v) if not isinstance(v, (bool, str)) else math.nan for v in value)
+    except (TypeError, ValueError):
+        raise OptionError(name, requirement, value) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise OptionError(name, requirement, value)
+    return low, high
+
+
+def choice(name: str, value: Any, choices) -> Any:
+    if value not in choices:
+        raise OptionError(name, f"one of {sorted(choices)}", value)
+    return value
