@@ -125,34 +125,42 @@ def test_second_order_meta_gradient_matches_finite_differences_in_float64():
 
 
 def test_vmap_over_tasks_equals_a_python_loop():
-    params = init_dict_mlp(jax.random.key(2))
-    tasks = random_tasks(jax.random.key(3), num_tasks=4)
-    learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=2)
-    loss, grads = jax.jit(learner.meta_grad)(params, tasks)
+    # float64, so that only the order of the sums can differ, on any backend.
+    with jax.enable_x64(True):
+        params = init_dict_mlp(jax.random.key(2))
+        tasks = random_tasks(jax.random.key(3), num_tasks=4)
+        learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=2)
+        loss, grads = jax.jit(learner.meta_grad)(params, tasks)
 
-    task_value_and_grad = jax.jit(jax.value_and_grad(learner.task_loss))
-    single_tasks = [jax.tree.map(lambda leaf, i=i: leaf[i], tasks) for i in range(4)]
-    per_task = [task_value_and_grad(params, task) for task in single_tasks]
-    np.testing.assert_allclose(loss, np.mean([value for value, _ in per_task]), rtol=1e-6)
-    mean_grads = jax.tree.map(lambda *g: sum(g) / 4, *[g for _, g in per_task])
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, mean_grads
-    )
+        task_value_and_grad = jax.jit(jax.value_and_grad(learner.task_loss))
+        single_tasks = [jax.tree.map(lambda leaf, i=i: leaf[i], tasks) for i in range(4)]
+        per_task = [task_value_and_grad(params, task) for task in single_tasks]
+        np.testing.assert_allclose(loss, np.mean([value for value, _ in per_task]), rtol=1e-12)
+        mean_grads = jax.tree.map(lambda *g: sum(g) / 4, *[g for _, g in per_task])
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), grads, mean_grads
+        )
 
 
 def test_zero_inner_steps_is_plain_multi_task_training():
-    params = init_dict_mlp(jax.random.key(4))
-    tasks = random_tasks(jax.random.key(5), num_tasks=4)
-    learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=0)
+    # float64, so that only the order of the sums can differ, on any backend.
+    with jax.enable_x64(True):
+        params = init_dict_mlp(jax.random.key(4))
+        tasks = random_tasks(jax.random.key(5), num_tasks=4)
+        learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=0)
 
-    def multi_task_loss(params):
-        return jnp.mean(jax.vmap(dict_mlp_loss, in_axes=(None, 0))(params, tasks.query))
+        def multi_task_loss(params):
+            return jnp.mean(jax.vmap(dict_mlp_loss, in_axes=(None, 0))(params, tasks.query))
 
-    loss, grads = learner.meta_grad(params, tasks)
-    expected_loss, expected_grads = jax.value_and_grad(multi_task_loss)(params)
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), grads, expected_grads)
-    jax.tree.map(np.testing.assert_array_equal, learner.adapt(params, tasks.support), params)
+        loss, grads = learner.meta_grad(params, tasks)
+        expected_loss, expected_grads = jax.value_and_grad(multi_task_loss)(params)
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14),
+            grads,
+            expected_grads,
+        )
+        jax.tree.map(np.testing.assert_array_equal, learner.adapt(params, tasks.support), params)
 
 
 def test_jit_matches_eager_and_trajectory_matches_adapt():
