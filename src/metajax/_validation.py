@@ -4,6 +4,8 @@ import math
 import numbers
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -56,6 +58,19 @@ def positive_number(name: str, value: Any) -> float:
     if not (math.isfinite(number) and number > 0):
         raise OptionError(name, "a finite number > 0", value)
     return number
+
+
+def step_size(name: str, value: Any) -> Any:
+    """A step size: a number > 0 (returned as a float), or a scalar floating-point JAX array,
+    returned as it is so that step sizes can be swept with ``vmap`` (a traced one cannot be
+    checked for sign)."""
+    if not isinstance(value, jax.Array):
+        return positive_number(name, value)
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.floating):
+        raise OptionError(name, "a number > 0 or a scalar floating-point JAX array", value)
+    if not isinstance(value, jax.core.Tracer):
+        positive_number(name, float(value))
+    return value
 
 
 def boolean(name: str, value: Any) -> bool:

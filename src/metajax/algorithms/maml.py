@@ -29,7 +29,8 @@ def maml(
       loss_fn: ``loss_fn(params, batch) -> scalar`` for any pytree ``params`` of arrays. For an
         Equinox model, partition it first (``eqx.partition(model, eqx.is_inexact_array)``) and
         recombine inside ``loss_fn``.
-      inner_lr: the inner-loop step size, a number ``> 0``.
+      inner_lr: the inner-loop step size: a number ``> 0``, or a scalar JAX array (which may be
+        traced, e.g. to ``vmap`` over step sizes).
       num_steps: the number of inner-loop steps, ``>= 0``. With 0, MAML reduces to plain
         multi-task training on the query sets.
       first_order: stop gradients through the inner-loop gradients.
@@ -46,7 +47,7 @@ def maml(
       >>> round(float(learner.task_loss(1.0, Task(support=0.0, query=0.0))), 6)  # 0.5 * 0.9**2
       0.405
     """
-    inner_lr = _validation.positive_number("inner_lr", inner_lr)
+    inner_lr = _validation.step_size("inner_lr", inner_lr)
     default_num_steps = _validation.integer("num_steps", num_steps, 0)
     first_order = _validation.boolean("first_order", first_order)
 
