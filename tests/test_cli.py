@@ -75,6 +75,8 @@ def test_every_option_reaches_the_config():
     config = parse_config(
         "--preset",
         "finn2017",
+        "--algorithm",
+        "maml",
         "--first-order",
         "--amplitude-range",
         "1",
@@ -111,8 +113,8 @@ def test_every_option_reaches_the_config():
     )
     assert config.to_dict() | {"metajax_version": None} == {
         "task": "sinusoid",
-        "algorithm": "maml",
         "metajax_version": None,
+        "algorithm": "maml",
         "preset": "finn2017",
         "amplitude_range": [1.0, 2.0],
         "phase_range": [0.0, 1.0],
@@ -133,6 +135,7 @@ def test_every_option_reaches_the_config():
     # Options not given come from the preset.
     assert parse_config("--preset", "finn2017").meta_batch_size == 25
     assert parse_config().meta_batch_size == 4
+    assert parse_config("--algorithm", "pretrain").algorithm == "pretrain"
 
 
 def test_help_documents_every_option():

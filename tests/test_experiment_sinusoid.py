@@ -64,6 +64,11 @@ def test_dict_round_trip_and_rejections():
         (dict(meta_lr=float("inf")), r"`meta_lr` must be a finite number > 0, got inf"),
         (dict(seed=2**32), r"`seed` must be an integer in \[0, 2\*\*32\), got 4294967296"),
         (dict(first_order="yes"), r"`first_order` must be true or false, got 'yes'"),
+        (dict(algorithm="reptile"), r"`algorithm` must be one of \['maml', 'pretrain'\]"),
+        (
+            dict(algorithm="pretrain", first_order=True),
+            r"`first_order` must be false with algorithm 'pretrain', got True",
+        ),
         (dict(hidden_sizes=()), r"`hidden_sizes` must be a list of at least 1 integers >= 1"),
         (dict(k_query=True), r"`k_query` must be an integer >= 1, got True"),
         (dict(x_range=(1.0, -1.0)), r"`x_range` must be a pair \(low, high\) of finite numbers"),

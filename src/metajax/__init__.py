@@ -7,7 +7,9 @@ from metajax.algorithms.maml import maml as maml
 from metajax.algorithms.meta_learner import LossFn as LossFn
 from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
 from metajax.algorithms.meta_learner import Params as Params
+from metajax.algorithms.pretrain import pretrain as pretrain
 from metajax.evaluation import adaptation_curve as adaptation_curve
+from metajax.evaluation import mean_and_ci95 as mean_and_ci95
 from metajax.models import MLP as MLP
 from metajax.models import mlp as mlp
 from metajax.models import mse_loss as mse_loss
@@ -40,7 +42,9 @@ __all__ = [
     "adaptation_curve",
     "init_train_state",
     "maml",
+    "mean_and_ci95",
     "meta_train",
     "mse_loss",
+    "pretrain",
     "train_steps",
 ]

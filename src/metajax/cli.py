@@ -7,7 +7,7 @@ import time
 from importlib.metadata import version
 
 from metajax._validation import OptionError
-from metajax.experiments import sinusoid
+from metajax.experiments import sinusoid, sinusoid_eval
 from metajax.run_dir import RunDirError
 
 _IMPORTED = time.perf_counter()
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tutorial: A in [0.1, 0.5], the tutorial's settings; finn2017: A in [0.1, 5], "
         "the MAML paper's settings (default: %(default)s)",
     )
+    train_sinusoid.add_argument(
+        "--algorithm",
+        choices=sinusoid.ALGORITHMS,
+        default="maml",
+        help="maml, or pretrain: the pretrained baseline of the MAML paper, plain regression on "
+        "all tasks, fine-tuned at test time (default: %(default)s)",
+    )
     for field, (kind, metavar, text) in _PRESET_OPTIONS.items():
         train_sinusoid.add_argument(
             _flag(field), type=kind, metavar=metavar, help=f"{text} ({_preset_defaults(field)})"
@@ -153,7 +160,91 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the predictions after 1 to N inner steps (default: %(default)s)",
     )
     plot.set_defaults(handler=_plot, parser=plot)
+
+    defaults = sinusoid_eval.EvalSettings()
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure few-shot adaptation on held-out tasks",
+        description=(
+            "Evaluate a run on held-out tasks from an evaluation seed that training never uses, "
+            "the same tasks for every run: for each K, adapt on K support points for 0 to S "
+            "gradient steps and measure the MSE on the query points; report the mean and 95% "
+            "confidence interval over tasks. Writes eval.json and eval.png into RUN_DIR."
+        ),
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train")
+    evaluate.add_argument(
+        "--baseline",
+        metavar="RUN_DIR",
+        help="another run to evaluate on the same tasks and draw dashed, e.g. a pretrained run",
+    )
+    evaluate.add_argument(
+        "--num-tasks",
+        type=int,
+        metavar="N",
+        default=defaults.num_tasks,
+        help="held-out tasks (default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--shots",
+        type=int,
+        nargs="+",
+        metavar="K",
+        default=list(defaults.shots),
+        help="support points to adapt on, one or more values of K (default: 5 10 20)",
+    )
+    evaluate.add_argument(
+        "--steps",
+        type=int,
+        metavar="S",
+        default=defaults.num_steps,
+        help="adaptation steps; errors are reported after 0 to S (default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--inner-lr",
+        type=float,
+        metavar="LR",
+        help="adaptation step size (default: the run's; for a pretrained run, the best of "
+        f"{', '.join(f'{lr:g}' for lr in sinusoid_eval.STEP_SIZE_GRID)} on validation tasks)",
+    )
+    evaluate.add_argument(
+        "--tune-inner-lr",
+        action="store_true",
+        help="choose the step size on validation tasks for any run, one for each K",
+    )
+    evaluate.add_argument(
+        "--query-points",
+        type=_count_or_k,
+        metavar="N|k",
+        default=defaults.query_points,
+        help="query points per task, drawn over the x range, or k for K of them as in the "
+        "MAML paper's code (default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--eval-seed",
+        type=int,
+        metavar="SEED",
+        default=defaults.eval_seed,
+        help="seed of the test and validation tasks (default: %(default)s)",
+    )
+    evaluate.add_argument(
+        "--validation-tasks",
+        type=int,
+        metavar="N",
+        default=defaults.validation_tasks,
+        help="tasks for choosing a step size (default: %(default)s)",
+    )
+    evaluate.set_defaults(handler=_evaluate, parser=evaluate)
     return parser
+
+
+def _count_or_k(text: str) -> int | str:
+    if text.lower() == "k":
+        return "k"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or k, got {text!r}") from None
 
 
 def sinusoid_config(args: argparse.Namespace) -> "sinusoid.SinusoidConfig":
@@ -165,6 +256,7 @@ def sinusoid_config(args: argparse.Namespace) -> "sinusoid.SinusoidConfig":
     given = {field: getattr(args, field) for field in (*_PRESET_OPTIONS, *_RANGE_OPTIONS)}
     return sinusoid.SinusoidConfig(
         preset=args.preset,
+        algorithm=args.algorithm,
         first_order=args.first_order,
         hidden_sizes=args.hidden_sizes,
         seed=args.seed,
@@ -216,6 +308,64 @@ def _plot(args: argparse.Namespace) -> int:
     for path in paths:
         print(f"metajax: wrote {path}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    try:
+        settings = sinusoid_eval.EvalSettings(
+            num_tasks=args.num_tasks,
+            shots=tuple(args.shots),
+            num_steps=args.steps,
+            inner_lr=args.inner_lr,
+            tune_inner_lr=True if args.tune_inner_lr else None,
+            query_points=args.query_points,
+            eval_seed=args.eval_seed,
+            validation_tasks=args.validation_tasks,
+        )
+    except OptionError as error:
+        flag = {"num_steps": "steps", "tune_inner_lr": "tune-inner-lr"}.get(error.name, error.name)
+        args.parser.error(f"argument {_flag(flag)}: {error.problem}")
+    report = sinusoid_eval.evaluate(args.run_dir, settings, baseline=args.baseline)
+    for run in (report, report.get("baseline")):
+        if run is not None:
+            print(_evaluation_table(run, settings))
+    print(
+        f"metajax: wrote {os.path.join(args.run_dir, sinusoid_eval.EVAL_FILE)} and "
+        f"{os.path.join(args.run_dir, sinusoid_eval.EVAL_PLOT)}"
+    )
+    return 0
+
+
+def _evaluation_table(run: dict, settings: "sinusoid_eval.EvalSettings") -> str:
+    shown = sorted({0, 1, 5, 10, settings.num_steps} & set(range(settings.num_steps + 1)))
+    header = f"{'K':>4} {'step size':>10} " + " ".join(
+        f"{f'{s} step' + ('s' if s != 1 else ''):>17}" for s in shown
+    )
+    lines = [
+        f"{run['label']} ({run['run']}): query MSE over {settings.num_tasks} held-out tasks, "
+        f"mean +- 95% CI",
+        header,
+    ]
+    for result in run["results"]:
+        cells = " ".join(_mean_and_ci_cell(result, step) for step in shown)
+        step_size = f"{result['inner_lr']:g}" + (
+            "*" if result["inner_lr_from"] == "validation" else ""
+        )
+        lines.append(f"{result['k_shot']:>4} {step_size:>10} {cells}")
+    if any(result["inner_lr_from"] == "validation" for result in run["results"]):
+        lines.append("     * chosen on validation tasks")
+    if any(result["mse_mean"][step] is None for result in run["results"] for step in shown):
+        lines.append(
+            "     diverged: the error of some tasks is not finite (non_finite in eval.json)"
+        )
+    return "\n".join(lines)
+
+
+def _mean_and_ci_cell(result: dict, step: int) -> str:
+    if result["mse_mean"][step] is None:
+        diverged = f"diverged ({result['non_finite'][step]})"
+        return f"{diverged:>17}"
+    return f"{result['mse_mean'][step]:>8.4f} +- {result['mse_ci95'][step]:<6.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,3 +95,52 @@ def plot_meta_loss(
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     _save(figure, path)
+
+
+def plot_curves_with_bands(
+    path: Path,
+    curves: Sequence[dict],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ymax: float | None = None,
+) -> None:
+    """Curves over steps 0, 1, 2, ... with shaded confidence bands.
+
+    Args:
+      path: where to write the PNG.
+      curves: each a dict with ``label``, ``mean`` and ``ci95`` (sequences over steps; the band
+        is mean +- ci95; nan leaves a gap), ``color`` (an index into the tab10 colours) and
+        ``dashed``.
+      title, xlabel, ylabel: the figure's texts.
+      ymax: the top of the y axis, if given; what lies above is cut off.
+    """
+    figure = Figure(figsize=(7.5, 4.8))
+    axes = figure.add_subplot()
+    colors = matplotlib.colormaps["tab10"].colors
+    positive = True
+    for curve in curves:
+        mean, ci95 = np.asarray(curve["mean"]), np.asarray(curve["ci95"])
+        steps = np.arange(len(mean))
+        color = colors[curve["color"] % len(colors)]
+        axes.plot(
+            steps,
+            mean,
+            "--" if curve["dashed"] else "-",
+            marker="s" if curve["dashed"] else "o",
+            markersize=4,
+            color=color,
+            label=curve["label"],
+        )
+        axes.fill_between(steps, mean - ci95, mean + ci95, color=color, alpha=0.15, linewidth=0)
+        positive = positive and bool(np.all(mean[np.isfinite(mean)] > 0))
+    if positive:
+        axes.set_yscale("log")
+    if ymax is not None:
+        axes.set_ylim(top=ymax)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize="medium")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", ncol=2 if len(curves) > 3 else 1)
+    _save(figure, path)

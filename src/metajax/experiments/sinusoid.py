@@ -15,14 +15,24 @@ import optax
 from metajax import _validation, run_dir
 from metajax.algorithms.maml import maml
 from metajax.algorithms.meta_learner import LossFn, MetaLearner
-from metajax.evaluation import adaptation_curve
+from metajax.algorithms.pretrain import pretrain
 from metajax.models import MLP, mlp, mse_loss
 from metajax.tasks.sinusoid import SINUSOID_PRESETS, SinusoidFamily
 from metajax.training import TaskSampler, init_train_state, meta_train
 
 TASK_NAME = "sinusoid"
+ALGORITHMS = ("maml", "pretrain")
 FINAL_LOSS_WINDOW = 1000
 """The final meta-loss is the mean over this many last meta-steps."""
+
+# Independent random streams, each ``fold_in(jax.random.key(seed), stream)``: initialisation
+# and training tasks from a run's seed; test and validation tasks from an evaluation seed, which
+# training never uses.
+INIT_STREAM, TRAIN_STREAM, TEST_STREAM, VALIDATION_STREAM = range(4)
+
+
+def stream_key(seed: int, stream: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), stream)
 
 
 _FAMILY_FIELDS = ("amplitude_range", "phase_range", "x_range")
@@ -70,6 +80,8 @@ class SinusoidConfig:
 
     Attributes:
       preset: ``tutorial`` or ``finn2017``, see ``PRESETS``.
+      algorithm: ``maml``, or ``pretrain`` for the pretrained baseline (plain regression on all
+        tasks; ``inner_lr`` and ``inner_steps`` are then its default fine-tuning at test time).
       amplitude_range, phase_range, x_range: the task family, see
         :class:`~metajax.SinusoidFamily`.
       meta_batch_size: tasks per meta-step.
@@ -88,6 +100,7 @@ class SinusoidConfig:
     """
 
     preset: str = "tutorial"
+    algorithm: str = "maml"
     amplitude_range: tuple[float, float] | None = None
     phase_range: tuple[float, float] | None = None
     x_range: tuple[float, float] | None = None
@@ -117,7 +130,12 @@ class SinusoidConfig:
         resolved["inner_steps"] = _validation.integer("inner_steps", resolved["inner_steps"], 0)
         for name in ("inner_lr", "meta_lr"):
             resolved[name] = _validation.positive_number(name, resolved[name])
+        resolved["algorithm"] = _validation.choice("algorithm", self.algorithm, ALGORITHMS)
         resolved["first_order"] = _validation.boolean("first_order", self.first_order)
+        if resolved["first_order"] and resolved["algorithm"] != "maml":
+            raise _validation.OptionError(
+                "first_order", f"false with algorithm '{self.algorithm}'", self.first_order
+            )
         resolved["hidden_sizes"] = _validation.sizes("hidden_sizes", self.hidden_sizes, 1)
         resolved["seed"] = _validation.integer("seed", self.seed, 0)
         if resolved["seed"] >= 2**32:
@@ -137,12 +155,7 @@ class SinusoidConfig:
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
         }
-        return {
-            "task": TASK_NAME,
-            "algorithm": "maml",
-            "metajax_version": version("metajax"),
-            **fields,
-        }
+        return {"task": TASK_NAME, "metajax_version": version("metajax"), **fields}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SinusoidConfig":
@@ -153,7 +166,6 @@ class SinusoidConfig:
         task = values.pop("task", TASK_NAME)
         if task != TASK_NAME:
             raise ValueError(f"this is a config for task '{task}', not '{TASK_NAME}'")
-        values.pop("algorithm", None)
         values.pop("metajax_version", None)
         unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
@@ -170,36 +182,36 @@ class Setup(NamedTuple):
     learner: MetaLearner
     sample_tasks: TaskSampler
     train_key: jax.Array
-    eval_key: jax.Array
 
 
 def build(config: SinusoidConfig) -> Setup:
-    """Builds the initial model, the MAML learner and the task sampler for a config.
-
-    The seed's key is split into independent streams for initialisation, training tasks and
-    held-out evaluation tasks, so evaluation never sees a training task's key.
-    """
-    root = jax.random.key(config.seed)
-    init_key, train_key, eval_key = (jax.random.fold_in(root, i) for i in range(3))
-    model = mlp(init_key, (1, *config.hidden_sizes, 1))
+    """Builds the initial model, the learner and the task sampler for a config."""
+    model = mlp(stream_key(config.seed, INIT_STREAM), (1, *config.hidden_sizes, 1))
     _, static = eqx.partition(model, eqx.is_inexact_array)
 
     def loss_fn(params, batch):
         return mse_loss(eqx.combine(params, static), batch)
 
-    learner = maml(
-        loss_fn,
-        inner_lr=config.inner_lr,
-        num_steps=config.inner_steps,
-        first_order=config.first_order,
-    )
+    learner = make_learner(config, loss_fn)
     sample_tasks = partial(
         config.family.sample_tasks,
         num_tasks=config.meta_batch_size,
         num_support=config.k_shot,
         num_query=config.k_query,
     )
-    return Setup(model, static, loss_fn, learner, sample_tasks, train_key, eval_key)
+    return Setup(
+        model, static, loss_fn, learner, sample_tasks, stream_key(config.seed, TRAIN_STREAM)
+    )
+
+
+def make_learner(config: SinusoidConfig, loss_fn: LossFn, inner_lr=None) -> MetaLearner:
+    """The config's algorithm on ``loss_fn``; ``inner_lr`` replaces the config's."""
+    inner_lr = config.inner_lr if inner_lr is None else inner_lr
+    if config.algorithm == "pretrain":
+        return pretrain(loss_fn, inner_lr=inner_lr, num_steps=config.inner_steps)
+    return maml(
+        loss_fn, inner_lr=inner_lr, num_steps=config.inner_steps, first_order=config.first_order
+    )
 
 
 class _WindowedMetrics:
@@ -295,6 +307,12 @@ def train(
     return summary
 
 
+def algorithm_label(config: SinusoidConfig) -> str:
+    if config.algorithm == "pretrain":
+        return "pretrained"
+    return "first-order MAML" if config.first_order else "MAML"
+
+
 def load(path: str | Path) -> tuple[SinusoidConfig, MLP]:
     """The config and the meta-trained model of a finished run directory."""
     path = Path(path)
@@ -317,7 +335,7 @@ def load(path: str | Path) -> tuple[SinusoidConfig, MLP]:
 def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
     """Draws a run's figures from its directory and returns their paths.
 
-    ``adaptation.png``: a held-out task (drawn from the evaluation stream of the run's seed),
+    ``adaptation.png``: a held-out task (from the test stream of evaluation seed 0),
     its ``k_shot`` support points, and the model before adaptation and after 1 to
     ``adapt_steps`` inner steps, each labelled with its mean squared error over the x range.
     ``meta_loss.png``: the logged meta-loss against meta-steps.
@@ -335,7 +353,7 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
     family = config.family
 
     sinusoid, support, grid, curves = _adaptation_curves(
-        setup.learner, family, config.k_shot, adapt_steps, model, setup.eval_key
+        setup.learner, family, config.k_shot, adapt_steps, model, stream_key(0, TEST_STREAM)
     )
     target, *predicted = np.asarray(curves)
     predictions = []
@@ -364,11 +382,14 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
         np.array([record["step"] for record in records]),
         np.array([record["meta_loss"] for record in records]),
         title=(
-            f"MAML{' (first order)' if config.first_order else ''}, preset {config.preset}: "
+            f"{algorithm_label(config)}, preset {config.preset}: "
             f"{config.meta_batch_size} tasks/step, K={config.k_shot}, "
             f"{config.inner_steps} inner step{'s' if config.inner_steps != 1 else ''}"
         ),
-        ylabel=f"meta-loss (query MSE, mean of {config.log_every} steps)",
+        ylabel=(
+            f"{'MSE on all points' if config.algorithm == 'pretrain' else 'query MSE'}, "
+            f"mean of {config.log_every} steps"
+        ),
     )
     return [adaptation_path, meta_loss_path]
 
@@ -389,17 +410,3 @@ def _adaptation_curves(learner, family, k_shot, adapt_steps, model, key):
     predicted = jax.vmap(lambda p: jax.vmap(eqx.combine(p, static))(grid))(trajectory)
     curves = jnp.concatenate([sinusoid(grid)[None], predicted])[..., 0]
     return sinusoid, support, grid[:, 0], curves
-
-
-def held_out_losses(
-    config: SinusoidConfig, model: MLP, *, num_tasks: int, num_steps: int
-) -> np.ndarray:
-    """Query MSE of ``num_tasks`` held-out tasks before and after 1..``num_steps`` inner steps.
-
-    Returns:
-      An array of shape ``[num_tasks, num_steps + 1]``.
-    """
-    setup = build(config)
-    params, _ = eqx.partition(model, eqx.is_inexact_array)
-    tasks = config.family.sample_tasks(setup.eval_key, num_tasks, config.k_shot, config.k_query)
-    return np.asarray(adaptation_curve(setup.learner, setup.loss_fn, params, tasks, num_steps))

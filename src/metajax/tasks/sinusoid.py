@@ -61,6 +61,13 @@ class SinusoidFamily:
         """Draws inputs uniformly from ``x_range``."""
         return _uniform(key, shape, self.x_range)
 
+    def sample_points(
+        self, key: Array, sinusoids: Sinusoid, num_points: int
+    ) -> tuple[Array, Array]:
+        """Draws ``(x, y)`` for given sinusoids (a batch), shapes ``[num_tasks, num_points, 1]``."""
+        x = self.sample_inputs(key, (sinusoids.amplitude.shape[0], num_points, 1))
+        return x, jax.vmap(Sinusoid.__call__)(sinusoids, x)
+
     def tasks_for(self, key: Array, sinusoids: Sinusoid, num_support: int, num_query: int) -> Task:
         """Draws support and query points for given sinusoids (a batch, leading axis).
 

@@ -1,0 +1,242 @@
+"""The evaluation harness: confidence intervals, held-out tasks, eval.json, the CLI."""
+
+import json
+import math
+import subprocess
+import sys
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from metajax import OptionError, adaptation_curve, mean_and_ci95, mse_loss, run_dir
+from metajax.experiments import sinusoid
+from metajax.experiments.sinusoid_eval import (
+    STEP_SIZE_GRID,
+    EvalSettings,
+    evaluate,
+    evaluate_model,
+    evaluation_tasks,
+)
+
+
+def test_confidence_interval_matches_a_hand_computation():
+    # Mean 2.5; population standard deviation sqrt(1.25); 1.96 * sqrt(1.25) / sqrt(4).
+    mean, half_width = mean_and_ci95([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert half_width == pytest.approx(1.96 * math.sqrt(1.25) / 2, rel=1e-12)
+    means, half_widths = mean_and_ci95([[1.0, 10.0], [3.0, 10.0]], axis=0)
+    np.testing.assert_allclose(means, [2.0, 10.0])
+    np.testing.assert_allclose(half_widths, [1.96 * 1.0 / math.sqrt(2), 0.0])
+    with pytest.raises(ValueError, match="a confidence interval needs at least 2 values, got 1"):
+        mean_and_ci95([1.0])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for algorithm in ("maml", "pretrain"):
+        config = sinusoid.SinusoidConfig(
+            algorithm=algorithm, steps=300, steps_per_call=100, log_every=100
+        )
+        sinusoid.train(config, root / algorithm, progress=False, plots=False)
+    return root / "maml", root / "pretrain"
+
+
+SMALL = EvalSettings(num_tasks=100, shots=(10, 20), num_steps=3, validation_tasks=50)
+
+
+def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
+    maml_run, pretrain_run = runs
+    report = evaluate(maml_run, SMALL, baseline=pretrain_run)
+    assert json.loads((maml_run / "eval.json").read_text()) == report
+    with Image.open(maml_run / "eval.png") as image:
+        assert image.size == (900, 576)
+    assert report["settings"] == {
+        "num_tasks": 100,
+        "shots": [10, 20],
+        "num_steps": 3,
+        "inner_lr": None,
+        "tune_inner_lr": None,
+        "query_points": 100,
+        "eval_seed": 0,
+        "validation_tasks": 50,
+    }
+    for run, algorithm in ((report, "maml"), (report["baseline"], "pretrain")):
+        assert run["algorithm"] == algorithm and run["task"] == "sinusoid"
+        assert [result["k_shot"] for result in run["results"]] == [10, 20]
+        for result in run["results"]:
+            assert len(result["mse_mean"]) == len(result["mse_ci95"]) == 4
+    # MAML adapts with the run's step size; the pretrained run's is tuned on validation tasks.
+    for result in report["results"]:
+        assert (result["inner_lr"], result["inner_lr_from"]) == (0.1, "run")
+        assert "validation" not in result
+    for result in report["baseline"]["results"]:
+        assert result["inner_lr_from"] == "validation"
+        assert result["validation"]["grid"] == list(STEP_SIZE_GRID)
+        scores = result["validation"]["mse"]
+        assert result["inner_lr"] == STEP_SIZE_GRID[int(np.argmin(scores))]
+
+
+def test_a_short_run_is_better_after_adaptation_than_before(runs):
+    report = evaluate(runs[0], SMALL, write=False)
+    for result in report["results"]:
+        mean, ci95 = np.array(result["mse_mean"]), np.array(result["mse_ci95"])
+        # Separated by more than both confidence intervals together.
+        assert mean[1] + ci95[1] < mean[0] - ci95[0], result
+    # More support points adapt better.
+    assert report["results"][1]["mse_mean"][3] < report["results"][0]["mse_mean"][3]
+
+
+def test_same_evaluation_seed_same_numbers_bit_for_bit(runs):
+    config, model = sinusoid.load(runs[0])
+    first = evaluate_model(config, model, SMALL)
+    assert evaluate_model(config, model, SMALL) == first
+    other_seed = EvalSettings(num_tasks=100, shots=(5, 10), num_steps=3, eval_seed=1)
+    assert evaluate_model(config, model, other_seed) != first
+
+
+def test_results_are_the_adaptation_curves_of_the_evaluation_tasks(runs):
+    config, model = sinusoid.load(runs[0])
+    settings = EvalSettings(num_tasks=50, shots=(4, 8), num_steps=2, query_points="k")
+    results = evaluate_model(config, model, settings)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss_fn(params, batch):
+        return mse_loss(eqx.combine(params, static), batch)
+
+    learner = sinusoid.make_learner(config, loss_fn)
+    for k, result in zip((4, 8), results, strict=True):
+        tasks = evaluation_tasks(config, settings, k)
+        assert tasks.support[0].shape == (50, k, 1) and tasks.query[0].shape == (50, k, 1)
+        curve = np.asarray(adaptation_curve(learner, loss_fn, params, tasks, 2))
+        np.testing.assert_allclose(result["mse_mean"], curve.mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(result["mse_median"], np.median(curve, axis=0), rtol=1e-5)
+        assert result["non_finite"] == [0, 0, 0]
+
+
+def test_the_tasks_of_one_k_do_not_depend_on_the_other_values_of_k(runs):
+    config, model = sinusoid.load(runs[0])
+    alone = evaluate_model(config, model, EvalSettings(num_tasks=50, shots=(5,), num_steps=1))
+    (_, together) = evaluate_model(
+        config, model, EvalSettings(num_tasks=50, shots=(20, 5), num_steps=1)
+    )
+    assert alone[0] == together
+    # Every K sees the same sinusoids and query points.
+    settings = EvalSettings(num_tasks=50)
+    five, twenty = (evaluation_tasks(config, settings, k) for k in (5, 20))
+    np.testing.assert_array_equal(five.query[1], twenty.query[1])
+    assert five.query[0].shape == (50, 100, 1)
+
+
+def test_evaluation_tasks_are_not_training_tasks(runs):
+    # A task is identified by its support inputs: any three of them coincide by chance with
+    # probability about (1e-7)^3, while tasks from the same key would share all of them.
+    config, _ = sinusoid.load(runs[0])
+    setup = sinusoid.build(config)
+    training = jax.vmap(setup.sample_tasks)(
+        jax.vmap(jax.random.fold_in, in_axes=(None, 0))(setup.train_key, np.arange(300))
+    )
+
+    def fingerprints(x):
+        return {tuple(row) for row in np.asarray(x)[..., :3, 0].reshape(-1, 3).tolist()}
+
+    train = fingerprints(training.support[0])
+    assert len(train) == 300 * 4
+    settings = EvalSettings()
+    test, validation = (
+        fingerprints(evaluation_tasks(config, settings, 20, stream).support[0])
+        for stream in (sinusoid.TEST_STREAM, sinusoid.VALIDATION_STREAM)
+    )
+    assert len(test) == 600 and len(validation) == 200
+    assert not (test & train) and not (validation & train) and not (test & validation)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(shots=(5, 0)), r"`shots` must be a list of at least 1 integers >= 1, got \(5, 0\)"),
+        (dict(shots=()), r"`shots` must be a list of at least 1 integers >= 1, got \(\)"),
+        (dict(num_tasks=1), r"`num_tasks` must be an integer >= 2, got 1"),
+        (dict(num_steps=-1), r"`num_steps` must be an integer >= 0, got -1"),
+        (dict(query_points="all"), r"`query_points` must be an integer >= 1 or 'k', got 'all'"),
+        (dict(inner_lr=-0.1), r"`inner_lr` must be a finite number > 0, got -0.1"),
+        (dict(inner_lr=0.1, tune_inner_lr=True), r"`inner_lr` must be left unset when tuning"),
+    ],
+)
+def test_bad_settings_are_rejected(kwargs, message):
+    with pytest.raises(OptionError, match=message):
+        EvalSettings(**kwargs)
+
+
+def test_missing_or_foreign_runs_give_clear_errors(tmp_path, runs):
+    with pytest.raises(run_dir.RunDirError, match=r"run directory '.*nowhere' does not exist"):
+        evaluate(tmp_path / "nowhere", SMALL)
+    foreign = tmp_path / "omniglot"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(json.dumps({"task": "omniglot", "n_way": 5}))
+    with pytest.raises(
+        run_dir.RunDirError, match=r"not a usable config: this is a config for task 'omniglot'"
+    ):
+        evaluate(foreign, SMALL)
+    with pytest.raises(run_dir.RunDirError, match=r"does not exist"):
+        evaluate(runs[0], SMALL, baseline=tmp_path / "nowhere", write=False)
+
+
+def run_metajax(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "metajax", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_prints_a_table_and_writes_the_report(runs):
+    maml_run, pretrain_run = runs
+    result = run_metajax(
+        "eval",
+        str(maml_run),
+        "--baseline",
+        str(pretrain_run),
+        "--num-tasks",
+        "50",
+        "--shots",
+        "5",
+        "--steps",
+        "5",
+        "--validation-tasks",
+        "20",
+        "--query-points",
+        "k",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("MAML (") and "50 held-out tasks, mean +- 95% CI" in lines[0]
+    assert lines[1].split() == ["K", "step", "size", "0", "steps", "1", "step", "5", "steps"]
+    report = json.loads((maml_run / "eval.json").read_text())
+    (maml_5,) = report["results"]
+    row = lines[2].split()
+    assert row[:2] == ["5", "0.1"]
+    assert float(row[2]) == pytest.approx(maml_5["mse_mean"][0], abs=1e-4)
+    assert "pretrained (" in result.stdout and "* chosen on validation tasks" in result.stdout
+    assert report["settings"]["query_points"] == "k"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shots", "0"], "argument --shots: must be a list of at least 1 integers >= 1"),
+        (["--steps", "-1"], "argument --steps: must be an integer >= 0, got -1"),
+        (["--query-points", "many"], "argument --query-points: must be an integer or k"),
+    ],
+)
+def test_cli_rejects_bad_options(runs, args, message):
+    result = run_metajax("eval", str(runs[0]), *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_on_a_missing_run(tmp_path):
+    result = run_metajax("eval", str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
