@@ -234,3 +234,19 @@ def test_bad_num_steps_override_is_rejected():
     learner = maml(quadratic, inner_lr=0.1)
     with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 0, got -2"):
         learner.adapt(1.0, 0.0, num_steps=-2)
+
+
+def test_step_sizes_can_be_swept_with_vmap():
+    task = Task(support=0.4, query=1.1)
+    step_sizes = jnp.array([0.1, 0.5, 1.5])
+    swept = jax.vmap(lambda lr: jax.grad(maml(quadratic, inner_lr=lr).task_loss)(1.7, task))(
+        step_sizes
+    )
+    one_by_one = [
+        jax.grad(maml(quadratic, inner_lr=float(lr)).task_loss)(1.7, task) for lr in step_sizes
+    ]
+    np.testing.assert_allclose(swept, one_by_one, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`inner_lr` must be a finite number > 0, got -0.5"):
+        maml(quadratic, inner_lr=jnp.float32(-0.5))
+    with pytest.raises(ValueError, match=r"`inner_lr` must be a number > 0 or a scalar floating"):
+        maml(quadratic, inner_lr=step_sizes)
