@@ -1,5 +1,6 @@
 """The evaluation harness: confidence intervals, held-out tasks, eval.json, the CLI."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -16,6 +17,7 @@ from metajax.experiments import sinusoid
 from metajax.experiments.sinusoid_eval import (
     STEP_SIZE_GRID,
     EvalSettings,
+    EvaluationError,
     evaluate,
     evaluate_model,
     evaluation_tasks,
@@ -64,11 +66,29 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
         "eval_seed": 0,
         "validation_tasks": 50,
     }
-    for run, algorithm in ((report, "maml"), (report["baseline"], "pretrain")):
-        assert run["algorithm"] == algorithm and run["task"] == "sinusoid"
+    assert set(report) == {
+        "settings",
+        "run",
+        "task",
+        "algorithm",
+        "label",
+        "results",
+        "seconds",
+        "baseline",
+    }
+    assert set(report["baseline"]) == set(report) - {"settings", "baseline"}
+    for run, algorithm, label, path in (
+        (report, "maml", "MAML", maml_run),
+        (report["baseline"], "pretrain", "pretrained", pretrain_run),
+    ):
+        assert (run["algorithm"], run["label"], run["run"]) == (algorithm, label, str(path))
+        assert run["task"] == "sinusoid" and run["seconds"] > 0
         assert [result["k_shot"] for result in run["results"]] == [10, 20]
         for result in run["results"]:
-            assert len(result["mse_mean"]) == len(result["mse_ci95"]) == 4
+            for field in ("mse_mean", "mse_ci95", "mse_median", "non_finite"):
+                assert len(result[field]) == 4, field
+            assert result["non_finite"] == [0, 0, 0, 0]
+            assert result["mse_median"][1] < result["mse_median"][0]
     # MAML adapts with the run's step size; the pretrained run's is tuned on validation tasks.
     for result in report["results"]:
         assert (result["inner_lr"], result["inner_lr_from"]) == (0.1, "run")
@@ -76,8 +96,14 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
     for result in report["baseline"]["results"]:
         assert result["inner_lr_from"] == "validation"
         assert result["validation"]["grid"] == list(STEP_SIZE_GRID)
-        scores = result["validation"]["mse"]
-        assert result["inner_lr"] == STEP_SIZE_GRID[int(np.argmin(scores))]
+        assert len(result["validation"]["mse"]) == len(STEP_SIZE_GRID)
+        assert result["inner_lr"] in STEP_SIZE_GRID
+        # The chosen step size beats the largest and the smallest of the grid on the test tasks.
+        for other in (STEP_SIZE_GRID[0], STEP_SIZE_GRID[-1]):
+            if other != result["inner_lr"]:
+                settings = dataclasses.replace(SMALL, shots=(result["k_shot"],), inner_lr=other)
+                (fixed,) = evaluate(pretrain_run, settings, write=False)["results"]
+                assert result["mse_mean"][3] < fixed["mse_mean"][3]
 
 
 def test_a_short_run_is_better_after_adaptation_than_before(runs):
@@ -94,8 +120,9 @@ def test_same_evaluation_seed_same_numbers_bit_for_bit(runs):
     config, model = sinusoid.load(runs[0])
     first = evaluate_model(config, model, SMALL)
     assert evaluate_model(config, model, SMALL) == first
-    other_seed = EvalSettings(num_tasks=100, shots=(5, 10), num_steps=3, eval_seed=1)
-    assert evaluate_model(config, model, other_seed) != first
+    other_seed = evaluate_model(config, model, dataclasses.replace(SMALL, eval_seed=1))
+    for ours, theirs in zip(first, other_seed, strict=True):
+        assert ours["k_shot"] == theirs["k_shot"] and ours["mse_mean"] != theirs["mse_mean"]
 
 
 def test_results_are_the_adaptation_curves_of_the_evaluation_tasks(runs):
@@ -164,6 +191,11 @@ def test_evaluation_tasks_are_not_training_tasks(runs):
         (dict(query_points="all"), r"`query_points` must be an integer >= 1 or 'k', got 'all'"),
         (dict(inner_lr=-0.1), r"`inner_lr` must be a finite number > 0, got -0.1"),
         (dict(inner_lr=0.1, tune_inner_lr=True), r"`inner_lr` must be left unset when tuning"),
+        (dict(shots=(5, 5)), r"`shots` must be distinct values of K, got \(5, 5\)"),
+        (
+            dict(tune_inner_lr=True, num_steps=0),
+            r"`num_steps` must be at least 1 when tuning the step size, got 0",
+        ),
     ],
 )
 def test_bad_settings_are_rejected(kwargs, message):
@@ -183,6 +215,39 @@ def test_missing_or_foreign_runs_give_clear_errors(tmp_path, runs):
         evaluate(foreign, SMALL)
     with pytest.raises(run_dir.RunDirError, match=r"does not exist"):
         evaluate(runs[0], SMALL, baseline=tmp_path / "nowhere", write=False)
+
+
+def test_settings_are_stored_as_plain_python_values():
+    settings = EvalSettings(
+        num_tasks=np.int64(10), query_points=np.int64(5), tune_inner_lr=np.True_
+    )
+    assert json.dumps(dataclasses.asdict(settings))
+    assert type(settings.query_points) is int and type(settings.tune_inner_lr) is bool
+
+
+def test_a_pretrained_run_adapting_zero_steps_needs_no_step_size(runs):
+    config, model = sinusoid.load(runs[1])
+    (result,) = evaluate_model(config, model, EvalSettings(num_tasks=10, shots=(5,), num_steps=0))
+    assert result["inner_lr_from"] == "run" and "validation" not in result
+
+
+def test_tuning_that_diverges_everywhere_is_an_error(runs):
+    config, model = sinusoid.load(runs[1])
+    steep = jax.tree.map(lambda leaf: leaf * 1e3, model)
+    with pytest.raises(
+        EvaluationError, match=r"every step size in \[0.001, .*\] diverges on the 5-shot"
+    ):
+        evaluate_model(config, steep, EvalSettings(num_tasks=10, shots=(5,), validation_tasks=10))
+
+
+def test_a_baseline_of_another_task_family_is_refused(runs, tmp_path):
+    other = sinusoid.SinusoidConfig(preset="finn2017", steps=10, steps_per_call=10)
+    sinusoid.train(other, tmp_path / "finn", progress=False, plots=False)
+    eval_json = runs[0] / "eval.json"
+    before = eval_json.read_bytes() if eval_json.exists() else None
+    with pytest.raises(EvaluationError, match=r"the baseline '.*finn' was trained on other tasks"):
+        evaluate(runs[0], SMALL, baseline=tmp_path / "finn")
+    assert (eval_json.read_bytes() if eval_json.exists() else None) == before
 
 
 def run_metajax(*args):
@@ -220,6 +285,13 @@ def test_cli_prints_a_table_and_writes_the_report(runs):
     assert float(row[2]) == pytest.approx(maml_5["mse_mean"][0], abs=1e-4)
     assert "pretrained (" in result.stdout and "* chosen on validation tasks" in result.stdout
     assert report["settings"]["query_points"] == "k"
+    # Another process, the same numbers, bit for bit.
+    settings = EvalSettings(
+        num_tasks=50, shots=(5,), num_steps=5, validation_tasks=20, query_points="k"
+    )
+    again = evaluate(maml_run, settings, baseline=pretrain_run, write=False)
+    for run, other in ((report, again), (report["baseline"], again["baseline"])):
+        assert run["results"] == other["results"]
 
 
 @pytest.mark.parametrize(

@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (RunDirError, OSError) as error:  # OSError: a path that cannot be written or read
+    # OSError: a path that cannot be written or read.
+    except (RunDirError, sinusoid_eval.EvaluationError, OSError) as error:
         print(f"metajax: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

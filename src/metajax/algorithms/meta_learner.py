@@ -28,8 +28,9 @@ class MetaLearner(NamedTuple):
       adapt_trajectory: ``adapt_trajectory(meta_params, support, num_steps=None) -> params``
         with a leading axis of length ``num_steps + 1``: the parameters before adaptation and
         after each inner step.
-      task_loss: ``task_loss(meta_params, task) -> scalar``; the query loss of the parameters
-        adapted on the task's support set.
+      task_loss: ``task_loss(meta_params, task) -> scalar``; what meta-training minimises for one
+        task. For MAML, the query loss of the parameters adapted on the support set; for the
+        pretrained baseline, the loss of the parameters themselves on all the task's examples.
       meta_loss: ``meta_loss(meta_params, tasks) -> scalar``; ``task_loss`` averaged over a task
         batch (a :class:`~metajax.Task` whose leaves have a leading task axis).
       meta_grad: ``meta_grad(meta_params, tasks) -> (meta_loss, grads)``; the meta-loss and its

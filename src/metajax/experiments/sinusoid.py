@@ -188,10 +188,7 @@ def build(config: SinusoidConfig) -> Setup:
     """Builds the initial model, the learner and the task sampler for a config."""
     model = mlp(stream_key(config.seed, INIT_STREAM), (1, *config.hidden_sizes, 1))
     _, static = eqx.partition(model, eqx.is_inexact_array)
-
-    def loss_fn(params, batch):
-        return mse_loss(eqx.combine(params, static), batch)
-
+    loss_fn = regression_loss(static)
     learner = make_learner(config, loss_fn)
     sample_tasks = partial(
         config.family.sample_tasks,
@@ -202,6 +199,15 @@ def build(config: SinusoidConfig) -> Setup:
     return Setup(
         model, static, loss_fn, learner, sample_tasks, stream_key(config.seed, TRAIN_STREAM)
     )
+
+
+def regression_loss(static: MLP) -> LossFn:
+    """``loss_fn(params, batch)``: the MSE of the model that ``params`` and ``static`` make."""
+
+    def loss_fn(params, batch):
+        return mse_loss(eqx.combine(params, static), batch)
+
+    return loss_fn
 
 
 def make_learner(config: SinusoidConfig, loss_fn: LossFn, inner_lr=None) -> MetaLearner:

@@ -8,7 +8,6 @@ are compared task for task. For each K, a task's first K support points are used
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,10 @@ from metajax.experiments.sinusoid import (
     algorithm_label,
     load,
     make_learner,
+    regression_loss,
     stream_key,
 )
-from metajax.models import MLP, mse_loss
+from metajax.models import MLP
 from metajax.tasks.task import Task
 
 EVAL_FILE = "eval.json"
@@ -65,24 +65,42 @@ class EvalSettings:
 
     def __post_init__(self):
         check = _validation
-        object.__setattr__(self, "num_tasks", check.integer("num_tasks", self.num_tasks, 2))
-        object.__setattr__(self, "shots", check.sizes("shots", self.shots, 1))
-        object.__setattr__(self, "num_steps", check.integer("num_steps", self.num_steps, 0))
+        values = {
+            "num_tasks": check.integer("num_tasks", self.num_tasks, 2),
+            "shots": check.sizes("shots", self.shots, 1),
+            "num_steps": check.integer("num_steps", self.num_steps, 0),
+            "eval_seed": check.integer("eval_seed", self.eval_seed, 0),
+            "validation_tasks": check.integer("validation_tasks", self.validation_tasks, 2),
+        }
+        if len(set(values["shots"])) != len(values["shots"]):
+            raise check.OptionError("shots", "distinct values of K", self.shots)
         if self.inner_lr is not None:
-            object.__setattr__(self, "inner_lr", check.positive_number("inner_lr", self.inner_lr))
-            if self.tune_inner_lr:
-                raise check.OptionError("inner_lr", "left unset when tuning it", self.inner_lr)
+            values["inner_lr"] = check.positive_number("inner_lr", self.inner_lr)
         if self.tune_inner_lr is not None:
-            check.boolean("tune_inner_lr", self.tune_inner_lr)
+            values["tune_inner_lr"] = check.boolean("tune_inner_lr", self.tune_inner_lr)
+            if values["tune_inner_lr"] and self.inner_lr is not None:
+                raise check.OptionError("inner_lr", "left unset when tuning it", self.inner_lr)
+            if values["tune_inner_lr"] and values["num_steps"] == 0:
+                raise check.OptionError("num_steps", "at least 1 when tuning the step size", 0)
         if self.query_points != "k":
             try:
-                check.integer("query_points", self.query_points, 1)
+                values["query_points"] = check.integer("query_points", self.query_points, 1)
             except check.OptionError:
                 raise check.OptionError(
                     "query_points", "an integer >= 1 or 'k'", self.query_points
                 ) from None
-        object.__setattr__(self, "eval_seed", check.integer("eval_seed", self.eval_seed, 0))
-        check.integer("validation_tasks", self.validation_tasks, 2)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def tunes(self, config: SinusoidConfig) -> bool:
+        """Whether a run with ``config`` gets its step size tuned (with 0 steps, none matters)."""
+        if self.tune_inner_lr is not None:
+            return self.tune_inner_lr
+        return config.algorithm == "pretrain" and self.inner_lr is None and self.num_steps > 0
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot be done as asked, e.g. with a baseline on other tasks."""
 
 
 def evaluation_tasks(
@@ -107,9 +125,14 @@ def evaluation_tasks(
     )
 
 
-@partial(jax.jit, static_argnums=(0, 1, 4))
-def _curves(config, loss_fn, params, tasks, num_steps, inner_lrs):
-    """Query MSE of every task after 0..num_steps steps, for each step size: [G, N, S + 1]."""
+@eqx.filter_jit
+def _curves(config: SinusoidConfig, model: MLP, tasks: Task, num_steps: int, inner_lrs):
+    """Query MSE of every task after 0..num_steps steps, for each step size: [G, N, S + 1].
+
+    (Compiled once per config and task shapes: the model's arrays are traced.)
+    """
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    loss_fn = regression_loss(static)
 
     def with_step_size(inner_lr):
         learner = make_learner(config, loss_fn, inner_lr=inner_lr)
@@ -121,48 +144,36 @@ def _curves(config, loss_fn, params, tasks, num_steps, inner_lrs):
 def evaluate_model(
     config: SinusoidConfig, model: MLP, settings: EvalSettings = EvalSettings()
 ) -> list[dict[str, Any]]:
-    """Evaluates a model trained with ``config``; one result per K (see :func:`evaluate`)."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    """Evaluates a model trained with ``config``; one result per K (see :func:`evaluate`).
 
-    def loss_fn(params, batch):
-        return mse_loss(eqx.combine(params, static), batch)
-
-    tune = settings.tune_inner_lr
-    if tune is None:
-        tune = config.algorithm == "pretrain" and settings.inner_lr is None
+    Raises:
+      EvaluationError: if every step size of the grid diverges on the validation tasks.
+    """
+    tune = settings.tunes(config)
     results = []
     for k in settings.shots:
         result: dict[str, Any] = {"k_shot": k}
         if tune:
-            grid = jnp.asarray(STEP_SIZE_GRID)
+            validation = evaluation_tasks(config, settings, k, VALIDATION_STREAM)
             curves = _curves(
-                config,
-                loss_fn,
-                params,
-                evaluation_tasks(config, settings, k, VALIDATION_STREAM),
-                settings.num_steps,
-                grid,
+                config, model, validation, settings.num_steps, jnp.asarray(STEP_SIZE_GRID)
             )
             scores = np.asarray(jnp.mean(curves[..., 1:], axis=(1, 2)), dtype=np.float64)
+            if not np.isfinite(scores).any():
+                raise EvaluationError(
+                    f"every step size in {list(STEP_SIZE_GRID)} diverges on the {k}-shot "
+                    "validation tasks; give one with --inner-lr (inner_lr in Python)"
+                )
             # A step size that diverges on any validation task loses.
             best = np.argmin(np.where(np.isfinite(scores), scores, np.inf))
             inner_lr, source = STEP_SIZE_GRID[int(best)], "validation"
-            result["validation"] = {
-                "grid": list(STEP_SIZE_GRID),
-                "mse": _finite_or_none(scores),
-            }
+            result["validation"] = {"grid": list(STEP_SIZE_GRID), "mse": _finite_or_none(scores)}
         elif settings.inner_lr is not None:
             inner_lr, source = settings.inner_lr, "option"
         else:
             inner_lr, source = config.inner_lr, "run"
-        (curve,) = _curves(
-            config,
-            loss_fn,
-            params,
-            evaluation_tasks(config, settings, k),
-            settings.num_steps,
-            jnp.asarray([inner_lr]),
-        )
+        test = evaluation_tasks(config, settings, k)
+        (curve,) = _curves(config, model, test, settings.num_steps, jnp.asarray([inner_lr]))
         mean, ci95 = mean_and_ci95(curve, axis=0)
         result.update(
             inner_lr=inner_lr,
@@ -182,9 +193,8 @@ def _finite_or_none(values: np.ndarray) -> list[float | None]:
     return [float(value) if np.isfinite(value) else None for value in np.asarray(values)]
 
 
-def _evaluate_run(path: Path, settings: EvalSettings) -> dict[str, Any]:
+def _evaluate_run(path: Path, config: SinusoidConfig, model: MLP, settings) -> dict[str, Any]:
     start = time.perf_counter()
-    config, model = load(path)
     results = evaluate_model(config, model, settings)
     return {
         "run": str(path),
@@ -226,12 +236,22 @@ def evaluate(
 
     Raises:
       RunDirError: if a directory is not a finished sinusoid run.
+      EvaluationError: if the baseline comes from another task family, or tuning fails.
     """
-    path = Path(path)
-    settings_record = {**dataclasses.asdict(settings), "shots": list(settings.shots)}
-    report = {"settings": settings_record, **_evaluate_run(path, settings)}
+    runs = [(Path(path), *load(path))]
     if baseline is not None:
-        report["baseline"] = _evaluate_run(Path(baseline), settings)
+        runs.append((Path(baseline), *load(baseline)))
+        if runs[1][1].family != runs[0][1].family:
+            raise EvaluationError(
+                f"the baseline '{baseline}' was trained on other tasks ({runs[1][1].family}) "
+                f"than '{path}' ({runs[0][1].family}); both must come from one task family to "
+                "be evaluated on the same tasks"
+            )
+    settings_record = {**dataclasses.asdict(settings), "shots": list(settings.shots)}
+    report = {"settings": settings_record, **_evaluate_run(*runs[0], settings)}
+    if baseline is not None:
+        report["baseline"] = _evaluate_run(*runs[1], settings)
+    path = runs[0][0]
     if write:
         run_dir.write_json(path / EVAL_FILE, report)
         from metajax import plots  # matplotlib is imported only by the code that draws

@@ -75,9 +75,7 @@ class SinusoidFamily:
           A task batch whose support is ``(x, y)`` with shapes ``[num_tasks, num_support, 1]``
           and whose query is ``(x, y)`` with shapes ``[num_tasks, num_query, 1]``.
         """
-        num_tasks = sinusoids.amplitude.shape[0]
-        x = self.sample_inputs(key, (num_tasks, num_support + num_query, 1))
-        y = jax.vmap(Sinusoid.__call__)(sinusoids, x)
+        x, y = self.sample_points(key, sinusoids, num_support + num_query)
         return Task(
             support=(x[:, :num_support], y[:, :num_support]),
             query=(x[:, num_support:], y[:, num_support:]),
