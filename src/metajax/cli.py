@@ -166,10 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="measure few-shot adaptation on held-out tasks",
         description=(
-            "Evaluate a run on held-out tasks from an evaluation seed that training never uses, "
-            "the same tasks for every run: for each K, adapt on K support points for 0 to S "
-            "gradient steps and measure the MSE on the query points; report the mean and 95% "
-            "confidence interval over tasks. Writes eval.json and eval.png into RUN_DIR."
+            "Evaluate a run on held-out tasks from the test stream of an evaluation seed, which "
+            "training never draws from: the same tasks for every run of a task family. For each "
+            "K, adapt on K support points for 0 to S gradient steps and measure the MSE on the "
+            "query points; report the mean and 95% confidence interval over tasks. Writes "
+            "eval.json and eval.png into RUN_DIR."
         ),
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train")
@@ -323,8 +324,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             validation_tasks=args.validation_tasks,
         )
     except OptionError as error:
-        flag = {"num_steps": "steps", "tune_inner_lr": "tune-inner-lr"}.get(error.name, error.name)
-        args.parser.error(f"argument {_flag(flag)}: {error.problem}")
+        flag = "--steps" if error.name == "num_steps" else _flag(error.name)
+        args.parser.error(f"argument {flag}: {error.problem}")
     report = sinusoid_eval.evaluate(args.run_dir, settings, baseline=args.baseline)
     for run in (report, report.get("baseline")):
         if run is not None:

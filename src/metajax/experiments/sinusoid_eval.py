@@ -2,7 +2,7 @@
 
 Every run is evaluated on the same held-out tasks: they come from an evaluation seed's test
 stream, which training never draws from, so a MAML run and a baseline trained with other seeds
-are compared task for task. For each K, a task's first K support points are used to adapt, for
+are compared task for task. For each K, a task adapts on K support points drawn for that K, for
 0 to ``num_steps`` gradient steps, and the error is measured on its query points.
 """
 
@@ -238,20 +238,21 @@ def evaluate(
       RunDirError: if a directory is not a finished sinusoid run.
       EvaluationError: if the baseline comes from another task family, or tuning fails.
     """
-    runs = [(Path(path), *load(path))]
-    if baseline is not None:
-        runs.append((Path(baseline), *load(baseline)))
-        if runs[1][1].family != runs[0][1].family:
+    path = Path(path)
+    config, model = load(path)
+    if baseline is not None:  # loaded and checked before any work is done
+        baseline = Path(baseline)
+        baseline_config, baseline_model = load(baseline)
+        if baseline_config.family != config.family:
             raise EvaluationError(
-                f"the baseline '{baseline}' was trained on other tasks ({runs[1][1].family}) "
-                f"than '{path}' ({runs[0][1].family}); both must come from one task family to "
-                "be evaluated on the same tasks"
+                f"the baseline '{baseline}' was trained on other tasks "
+                f"({baseline_config.family}) than '{path}' ({config.family}); both must come "
+                "from one task family to be evaluated on the same tasks"
             )
     settings_record = {**dataclasses.asdict(settings), "shots": list(settings.shots)}
-    report = {"settings": settings_record, **_evaluate_run(*runs[0], settings)}
+    report = {"settings": settings_record, **_evaluate_run(path, config, model, settings)}
     if baseline is not None:
-        report["baseline"] = _evaluate_run(*runs[1], settings)
-    path = runs[0][0]
+        report["baseline"] = _evaluate_run(baseline, baseline_config, baseline_model, settings)
     if write:
         run_dir.write_json(path / EVAL_FILE, report)
         from metajax import plots  # matplotlib is imported only by the code that draws
