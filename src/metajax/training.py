@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array, lax
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from metajax import _validation
 from metajax.algorithms.meta_learner import MetaLearner, Params
