@@ -60,9 +60,21 @@ def test_the_documented_command_renders_the_tutorial_with_its_outputs(tmp_path, 
     assert "maml_objective(2, 1): 5.0\n" in printed
     assert "its gradient: 4.0\n" in printed
     assert "vmap and the batched call agree: True\n" in printed
-    # The metajax run adapts: held-out error falls after one step.
+    # Every run adapts: held-out error falls after one step, in raw JAX with one task and with
+    # four tasks per meta-step, and with metajax.
+    for run in ("one task per step", "four tasks per step"):
+        before, after = re.search(
+            rf"{run}: held-out query MSE (\S+) before adaptation, (\S+) after", printed
+        ).groups()
+        assert float(after) < 0.8 * float(before), (run, before, after)
     errors = [float(value) for value in re.findall(r"query MSE after \d steps?: (\S+)", printed)]
     assert len(errors) == 4 and errors[1] < 0.8 * errors[0]
+
+
+def test_without_the_quick_switch_the_tutorial_keeps_the_original_step_counts():
+    source = (DOCS / "tutorial.md").read_text()
+    assert "FIT_STEPS = 100  # the original's step counts\n" in source
+    assert "META_STEPS = 500 if QUICK else 20_000\n" in source
 
 
 def run_cells(path: Path) -> tuple[dict, str]:
