@@ -1,20 +1,11 @@
 """The ``metajax`` command line."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from metajax.cli import build_parser, main, sinusoid_config
-
-
-def run_metajax(*args):
-    """Runs the installed CLI in a fresh process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "metajax", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
@@ -138,7 +129,7 @@ def test_every_option_reaches_the_config():
     assert parse_config("--algorithm", "pretrain").algorithm == "pretrain"
 
 
-def test_help_documents_every_option():
+def test_help_documents_every_option(run_metajax):
     result = run_metajax("train", "sinusoid", "--help")
     assert result.returncode == 0
     for flag in (
@@ -171,7 +162,9 @@ def test_help_documents_every_option():
         (["--amplitude-range", "2", "1"], "argument --amplitude-range: must be a pair"),
     ],
 )
-def test_bad_arguments_exit_non_zero_with_a_message_and_no_traceback(tmp_path, args, message):
+def test_bad_arguments_exit_non_zero_with_a_message_and_no_traceback(
+    tmp_path, args, message, run_metajax
+):
     result = run_metajax("train", "sinusoid", *args, "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert message in result.stderr
@@ -202,7 +195,7 @@ def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
     assert "metajax: error: [Errno 20] Not a directory" in capsys.readouterr().err
 
 
-def test_an_existing_run_is_refused_without_overwrite(tmp_path):
+def test_an_existing_run_is_refused_without_overwrite(tmp_path, run_metajax):
     (tmp_path / "config.json").write_text("{}")
     result = run_metajax("train", "sinusoid", "--steps", "10", "--out", str(tmp_path))
     assert result.returncode == 1
@@ -211,7 +204,7 @@ def test_an_existing_run_is_refused_without_overwrite(tmp_path):
     assert (tmp_path / "config.json").read_text() == "{}"
 
 
-def test_plot_of_a_missing_run_is_a_clear_error(tmp_path):
+def test_plot_of_a_missing_run_is_a_clear_error(tmp_path, run_metajax):
     result = run_metajax("plot", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr

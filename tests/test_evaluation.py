@@ -3,9 +3,6 @@
 import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
 
 import equinox as eqx
 import jax
@@ -251,19 +248,7 @@ def test_a_baseline_of_another_task_family_is_refused(runs, tmp_path):
     assert (eval_json.read_bytes() if eval_json.exists() else None) == before
 
 
-def run_metajax(*args):
-    # The same matmul precision as this process (conftest.py), so results compare bit for bit.
-    env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
-    return subprocess.run(
-        [sys.executable, "-m", "metajax", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-
-
-def test_cli_prints_a_table_and_writes_the_report(runs):
+def test_cli_prints_a_table_and_writes_the_report(runs, run_metajax):
     maml_run, pretrain_run = runs
     result = run_metajax(
         "eval",
@@ -315,13 +300,13 @@ def test_cli_prints_a_table_and_writes_the_report(runs):
         (["--query-points", "many"], "argument --query-points: must be an integer or k"),
     ],
 )
-def test_cli_rejects_bad_options(runs, args, message):
+def test_cli_rejects_bad_options(runs, args, message, run_metajax):
     result = run_metajax("eval", str(runs[0]), *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_cli_on_a_missing_run(tmp_path):
+def test_cli_on_a_missing_run(tmp_path, run_metajax):
     result = run_metajax("eval", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
