@@ -178,7 +178,6 @@ class Setup(NamedTuple):
 
     model: MLP
     static: MLP
-    loss_fn: LossFn
     learner: MetaLearner
     sample_tasks: TaskSampler
     train_key: jax.Array
@@ -188,17 +187,14 @@ def build(config: SinusoidConfig) -> Setup:
     """Builds the initial model, the learner and the task sampler for a config."""
     model = mlp(stream_key(config.seed, INIT_STREAM), (1, *config.hidden_sizes, 1))
     _, static = eqx.partition(model, eqx.is_inexact_array)
-    loss_fn = regression_loss(static)
-    learner = make_learner(config, loss_fn)
+    learner = make_learner(config, regression_loss(static))
     sample_tasks = partial(
         config.family.sample_tasks,
         num_tasks=config.meta_batch_size,
         num_support=config.k_shot,
         num_query=config.k_query,
     )
-    return Setup(
-        model, static, loss_fn, learner, sample_tasks, stream_key(config.seed, TRAIN_STREAM)
-    )
+    return Setup(model, static, learner, sample_tasks, stream_key(config.seed, TRAIN_STREAM))
 
 
 def regression_loss(static: MLP) -> LossFn:
@@ -355,11 +351,12 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
 
     path = Path(path)
     config, model = load(path)
-    setup = build(config)
+    # The learner only; build() would also initialise a model that plotting never uses.
+    learner = make_learner(config, regression_loss(eqx.partition(model, eqx.is_inexact_array)[1]))
     family = config.family
 
     sinusoid, support, grid, curves = _adaptation_curves(
-        setup.learner, family, config.k_shot, adapt_steps, model, stream_key(0, TEST_STREAM)
+        learner, family, config.k_shot, adapt_steps, model, stream_key(0, TEST_STREAM)
     )
     target, *predicted = np.asarray(curves)
     predictions = []
