@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import jax
 import pytest
@@ -10,6 +11,15 @@ import pytest
 # The tests compare numbers to 1e-6; on GPUs float32 matrix products would otherwise run in
 # TF32 or bfloat16 passes. (No effect on CPUs.)
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# Many tests compile the same training programs (meta_train compiles ahead of time on every
+# call); a compilation cache for the session, shared with the metajax subprocesses, loads them
+# instead. The cache key is the program itself, so results are the same bits.
+_CACHE = tempfile.TemporaryDirectory(prefix="metajax-tests-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", _CACHE.name)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE.name
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
 @pytest.fixture

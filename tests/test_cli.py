@@ -57,6 +57,26 @@ def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
     assert Image.open(out / "adaptation.png").size == (900, 540)
     assert "wrote" in capsys.readouterr().out
 
+    # `--config` reruns the saved config: the same run, bit for bit. Run options may come
+    # before TASK or after it, and --config needs none.
+    again = tmp_path / "again"
+    assert (
+        main(
+            [
+                "train",
+                "--no-progress",
+                "--config",
+                str(out / "config.json"),
+                "--out",
+                str(again),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    assert (again / "params.eqx").read_bytes() == (out / "params.eqx").read_bytes()
+    assert (again / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
+
 
 def parse_config(*args):
     return sinusoid_config(build_parser().parse_args(["train", "sinusoid", *args]))
@@ -101,9 +121,14 @@ def test_every_option_reaches_the_config():
         "7",
         "--steps-per-call",
         "11",
+        "--checkpoint-every",
+        "50",
+        "--keep-checkpoints",
+        "2",
     )
     assert config.to_dict() | {"metajax_version": None} == {
         "task": "sinusoid",
+        "config_format": 1,
         "metajax_version": None,
         "algorithm": "maml",
         "preset": "finn2017",
@@ -122,6 +147,8 @@ def test_every_option_reaches_the_config():
         "seed": 9,
         "log_every": 7,
         "steps_per_call": 11,
+        "checkpoint_every": 50,
+        "keep_checkpoints": 2,
     }
     # Options not given come from the preset.
     assert parse_config("--preset", "finn2017").meta_batch_size == 25
@@ -199,7 +226,10 @@ def test_an_existing_run_is_refused_without_overwrite(tmp_path, run_metajax):
     (tmp_path / "config.json").write_text("{}")
     result = run_metajax("train", "sinusoid", "--steps", "10", "--out", str(tmp_path))
     assert result.returncode == 1
-    assert "already holds a run (config.json)" in result.stderr
+    assert (
+        "already holds an unfinished run (config.json); continue it with --resume, choose another "
+        "directory, or pass --overwrite to replace it"
+    ) in result.stderr
     assert "Traceback" not in result.stderr
     assert (tmp_path / "config.json").read_text() == "{}"
 
@@ -215,3 +245,117 @@ def test_plot_checks_its_options(tmp_path, capsys):
         main(["plot", str(tmp_path), "--adapt-steps", "0"])
     assert exit.value.code == 2
     assert "argument --adapt-steps: must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "metajax train: error: choose a task (sinusoid), --config FILE or --resume RUN_DIR"),
+        (
+            ["--resume", "run", "--out", "elsewhere"],
+            "argument --resume: continues a run with its saved config and directory; drop --out",
+        ),
+        (
+            ["--resume", "run", "sinusoid"],
+            "argument --resume: continues a run with its saved config and directory; drop TASK "
+            "sinusoid",
+        ),
+        (
+            ["--config", "c.json", "sinusoid", "--steps", "5"],
+            "argument --config: the config file holds every setting; drop TASK sinusoid and its "
+            "options",
+        ),
+        (["--resume", "run", "--config", "c.json"], "not allowed with argument"),
+        (
+            ["sinusoid", "--out", "a", "--name", "b"],
+            "argument --name: not allowed with argument --out",
+        ),
+        (
+            ["sinusoid", "--checkpoint-every", "0"],
+            "argument --checkpoint-every: must be an integer >= 1, got 0",
+        ),
+        (
+            ["sinusoid", "--keep-checkpoints", "-1"],
+            "argument --keep-checkpoints: must be an integer >= 1, got -1",
+        ),
+    ],
+)
+def test_train_refuses_conflicting_sources_with_a_usage_error(args, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", *args])
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def write_config(path, **changes):
+    config = json.loads((path).read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**config, **changes}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        (None, "metajax: error: config file '{path}' does not exist"),
+        ("{not json", "metajax: error: '{path}' is not valid JSON"),
+        (
+            '{"k_shot": 5, "learning_rate": 1}',
+            "metajax: error: '{path}' is not a usable config: unknown config keys: learning_rate",
+        ),
+        (
+            '{"k_shot": 0}',
+            "metajax: error: '{path}' is not a usable config: `k_shot` must be an integer >= 1, "
+            "got 0",
+        ),
+        (
+            '{"task": "omniglot"}',
+            "metajax: error: '{path}' is not a usable config: this is a config for task "
+            "'omniglot', not 'sinusoid'",
+        ),
+        (
+            '{"config_format": 7, "metajax_version": "3.0"}',
+            "metajax: error: '{path}' is not a usable config: it was written by metajax 3.0 in "
+            "config format 7; this metajax",
+        ),
+    ],
+)
+def test_a_bad_config_file_is_named(tmp_path, contents, message, capsys):
+    path = tmp_path / "config.json"
+    if contents is not None:
+        path.write_text(contents)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_non_finite_meta_loss_exits_with_status_1_and_names_the_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "sinusoid", "--inner-lr", "1e30", "--steps", "200", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "metajax: error: meta-training stopped: the meta-loss and meta-gradient became "
+        "non-finite at meta-step 1 (meta-loss nan); the last good checkpoint is "
+        f"'{out}/checkpoints/step_000000000' (meta-step 0)."
+    )
+    # The run has no parameters to plot or evaluate; saying so beats a missing-file error.
+    assert main(["plot", str(out)]) == 1
+    assert (
+        f"'{out}/params.eqx' is missing: the run in '{out}' has not finished; continue it with: "
+        f"metajax train --resume {out}"
+    ) in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_or_foreign_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 1
+    assert f"run directory '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
+    write_config(tmp_path / "config.json", task="omniglot")
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert (
+        f"metajax: error: '{tmp_path}/config.json' is a config for task 'omniglot', which "
+        "metajax lacks"
+    ) in capsys.readouterr().err
+    (tmp_path / "config.json").unlink()
+    assert main(["train", "--resume", str(tmp_path)]) == 1
+    assert f"'{tmp_path}/config.json' is missing" in capsys.readouterr().err

@@ -90,6 +90,11 @@ def finished_run(tmp_path_factory):
 def test_run_directory_contents(finished_run):
     config, out, summary = finished_run
     assert sorted(path.name for path in out.iterdir()) == sorted(run_dir.RUN_FILES)
+    # Checkpoints at the start and the end (checkpoint_every is 1000), complete.
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [
+        "step_000000000",
+        "step_000000250",
+    ]
     assert SinusoidConfig.from_dict(json.loads((out / "config.json").read_text())) == config
     records = run_dir.read_metrics(out / "metrics.jsonl")
     # Two full windows of 100 steps and the last 50.
@@ -135,7 +140,11 @@ def test_plot_redraws_the_figures(finished_run):
 def test_an_earlier_run_is_never_overwritten_silently(finished_run):
     config, out, _ = finished_run
     before = (out / "params.eqx").read_bytes()
-    with pytest.raises(run_dir.RunDirError, match=r"already holds a run .*pass --overwrite"):
+    with pytest.raises(
+        run_dir.RunDirError,
+        match=r"already holds a finished run \(config.json, .*, checkpoints\); choose another "
+        r"directory, or pass --overwrite to replace it",
+    ):
         train(config, out, progress=False)
     assert (out / "params.eqx").read_bytes() == before
 

@@ -2,13 +2,15 @@
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from metajax import init_train_state, meta_train, train_steps
-from metajax.experiments.sinusoid import SinusoidConfig, build
+from metajax import Task, init_train_state, maml, meta_train, train_steps
+from metajax.experiments.sinusoid import SinusoidConfig, build, regression_loss
 from metajax.experiments.sinusoid_eval import EvalSettings, evaluate_model
+from metajax.training import NonFiniteError
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +74,47 @@ def test_grouping_of_steps_into_calls_does_not_change_the_result_by_a_bit(setup)
     np.testing.assert_array_equal(together.losses[70:], resumed.losses)
 
 
+def record_chunks(seen):
+    return lambda state, losses: seen.append((int(state.step), losses))
+
+
 def test_on_chunk_sees_every_step_once(setup):
     seen = []
-    result = train(
-        setup,
-        num_steps=130,
-        steps_per_call=50,
-        on_chunk=lambda steps, losses: seen.append((steps, losses)),
-    )
+    result = train(setup, num_steps=130, steps_per_call=50, on_chunk=record_chunks(seen))
     assert [steps for steps, _ in seen] == [50, 100, 130]
     np.testing.assert_array_equal(np.concatenate([losses for _, losses in seen]), result.losses)
     # Resumed from a state that has taken steps, the counts continue from its step.
     seen.clear()
-    train(
-        setup,
-        num_steps=20,
-        steps_per_call=20,
-        state=result.state,
-        on_chunk=lambda *a: seen.append(a),
-    )
+    train(setup, num_steps=20, steps_per_call=20, state=result.state, on_chunk=record_chunks(seen))
     assert seen[0][0] == 150
+
+
+def test_calls_also_end_at_every_multiple_of_checkpoint_every(setup):
+    together = train(setup, num_steps=130, steps_per_call=130)
+    seen = []
+    chunked = train(
+        setup, num_steps=130, steps_per_call=50, checkpoint_every=30, on_chunk=record_chunks(seen)
+    )
+    assert [steps for steps, _ in seen] == [30, 60, 90, 120, 130]
+    jax.tree.map(
+        np.testing.assert_array_equal, together.state.meta_params, chunked.state.meta_params
+    )
+    # From step 20, calls end at the next multiples of 30, whatever the start: 20 + 10 = 30.
+    first = train(setup, num_steps=20, steps_per_call=20)
+    seen.clear()
+    resumed = train(
+        setup,
+        num_steps=110,
+        steps_per_call=25,
+        checkpoint_every=30,
+        state=first.state,
+        on_chunk=record_chunks(seen),
+    )
+    assert [steps for steps, _ in seen] == [30, 55, 60, 85, 90, 115, 120, 130]
+    jax.tree.map(
+        np.testing.assert_array_equal, together.state.meta_params, resumed.state.meta_params
+    )
+    np.testing.assert_array_equal(together.losses[20:], resumed.losses)
 
 
 def test_the_compiled_step_function_does_not_recompile_for_a_new_state(setup):
@@ -111,8 +134,85 @@ def test_the_compiled_step_function_does_not_recompile_for_a_new_state(setup):
         (dict(num_steps=0, steps_per_call=10), r"`num_steps` must be an integer >= 1, got 0"),
         (dict(num_steps=10, steps_per_call=0), r"`steps_per_call` must be an integer >= 1, got 0"),
         (dict(num_steps=2.5, steps_per_call=1), r"`num_steps` must be an integer >= 1, got 2.5"),
+        (
+            dict(num_steps=10, steps_per_call=5, checkpoint_every=0),
+            r"`checkpoint_every` must be an integer >= 1, got 0",
+        ),
     ],
 )
 def test_bad_step_counts_are_rejected(setup, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train(setup, **kwargs)
+
+
+def test_an_absurd_inner_step_size_stops_training_at_the_first_step(setup):
+    pieces = setup[1]
+    learner = maml(regression_loss(pieces.static), inner_lr=1e30)
+    optimizer, state = start(setup)
+    seen = []
+    with pytest.raises(NonFiniteError) as caught:
+        meta_train(
+            learner,
+            optimizer,
+            pieces.sample_tasks,
+            state,
+            num_steps=100,
+            steps_per_call=50,
+            progress=False,
+            on_chunk=record_chunks(seen),
+        )
+    error = caught.value
+    assert (error.step, error.quantities) == (1, "meta-loss and meta-gradient")
+    assert not np.isfinite(error.meta_loss)
+    assert str(error).startswith("the meta-loss and meta-gradient became non-finite at meta-step 1")
+    assert int(error.state.step) == 0 and seen == []
+
+
+def toy_tasks(key):
+    """One task of empty data: the toy losses below depend on the parameters alone."""
+    del key
+    return Task(support=jnp.zeros((1, 1)), query=jnp.zeros((1, 1)))
+
+
+def run_toy(loss_fn, learning_rate, num_steps, steps_per_call):
+    """Plain multi-task training (0 inner steps) of one scalar w = 0 with SGD."""
+    learner = maml(loss_fn, inner_lr=0.1, num_steps=0)
+    optimizer = optax.sgd(learning_rate)
+    state = init_train_state(learner, optimizer, {"w": jnp.float32(0.0)}, jax.random.key(0))
+    seen = []
+    with pytest.raises(NonFiniteError) as caught:
+        meta_train(
+            learner,
+            optimizer,
+            toy_tasks,
+            state,
+            num_steps=num_steps,
+            steps_per_call=steps_per_call,
+            progress=False,
+            on_chunk=record_chunks(seen),
+        )
+    return caught.value, seen
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_found_at_its_step():
+    # The loss is -w, always finite; its gradient is -1 while w < 4.5 and NaN from then on
+    # (0 * the infinite slope of sqrt at 0). SGD with step size 1 takes w to 0, 1, 2, ..., so
+    # meta-step 6, at w = 5, has the first NaN gradient, and the NaN parameters after it make
+    # the loss of step 7 NaN. The check after the call (steps 5 to 8) sees the loss, and the
+    # replay with gradient checks names step 6.
+    def loss_fn(params, batch):
+        w = params["w"]
+        return -w + 0.0 * jnp.sqrt(jnp.maximum(4.5 - w, 0.0))
+
+    error, seen = run_toy(loss_fn, learning_rate=1.0, num_steps=12, steps_per_call=4)
+    assert (error.step, error.quantities, error.meta_loss) == (6, "meta-gradient", -5.0)
+    assert [steps for steps, _ in seen] == [4]
+    assert int(error.state.step) == 4 and float(error.state.meta_params["w"]) == 4.0
+
+
+def test_an_update_that_overflows_is_found_though_losses_and_gradients_are_finite():
+    # The loss -w has gradient -1; SGD with step size 1e38 takes w to 1e38, 2e38, 3e38 and then
+    # past float32's largest number (3.4e38) at meta-step 4, the last of the first call.
+    error, seen = run_toy(lambda params, batch: -params["w"], 1e38, num_steps=8, steps_per_call=4)
+    assert (error.step, error.quantities) == (4, "meta-parameters")
+    assert seen == [] and int(error.state.step) == 0

@@ -94,6 +94,10 @@ def number_range(name: str, value: Any) -> tuple[float, float]:
 
 
 def choice(name: str, value: Any, choices) -> Any:
-    if value not in choices:
+    try:
+        known = value in choices
+    except TypeError:  # an unhashable value, such as a list, against a dict's keys
+        known = False
+    if not known:
         raise OptionError(name, f"one of {sorted(choices)}", value)
     return value

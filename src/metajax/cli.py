@@ -6,6 +6,7 @@ import sys
 import time
 from importlib.metadata import version
 
+from metajax import run_dir, training_run
 from metajax._validation import OptionError
 from metajax.experiments import sinusoid, sinusoid_eval
 from metajax.run_dir import RunDirError
@@ -64,9 +65,36 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="meta-train a model", description="Meta-train a model."
+        "train",
+        usage=(
+            "metajax train TASK [OPTIONS]\n"
+            "       metajax train --config FILE [--out DIR | --name NAME] [--overwrite] "
+            "[--no-plots] [--no-progress]\n"
+            "       metajax train --resume RUN_DIR [--no-plots] [--no-progress]"
+        ),
+        help="meta-train a model, or resume a run",
+        description=(
+            "Meta-train a model: 'metajax train sinusoid [OPTIONS]' starts a run, "
+            "'metajax train --config FILE' starts one from a saved config.json, and "
+            "'metajax train --resume RUN_DIR' continues a stopped run from its newest "
+            "checkpoint, bit for bit as if it had never stopped. Ctrl-C (SIGINT) or SIGTERM "
+            "saves a checkpoint after the current compiled call and exits with status 130 or "
+            "143; a non-finite meta-loss or meta-gradient stops the run with status 1."
+        ),
     )
-    families = train.add_subparsers(dest="family", required=True, metavar="TASK")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config",
+    )
+    source.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start a run from a config file, such as a run's config.json (no TASK then)",
+    )
+    _add_run_options(train)
+    families = train.add_subparsers(dest="family", metavar="TASK", prog="metajax train")
     train_sinusoid = families.add_parser(
         "sinusoid",
         help="sinusoid regression (Finn et al., 2017)",
@@ -134,17 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.steps_per_call,
         help="meta-steps fused into one compiled call (default: %(default)s)",
     )
-    where = train_sinusoid.add_mutually_exclusive_group()
-    where.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME)")
-    where.add_argument(
-        "--name", help="run name, for the directory runs/NAME (default: sinusoid-PRESET-TIME)"
+    train_sinusoid.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        default=defaults.checkpoint_every,
+        help="meta-steps between checkpoints; one is also saved at the start and the end "
+        "(default: %(default)s)",
     )
     train_sinusoid.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier run in DIR"
+        "--keep-checkpoints",
+        type=int,
+        metavar="K",
+        default=defaults.keep_checkpoints,
+        help="keep the newest K checkpoints (default: %(default)s)",
     )
-    train_sinusoid.add_argument("--no-plots", action="store_true", help="do not draw the figures")
-    train_sinusoid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train_sinusoid.set_defaults(handler=_train_sinusoid, parser=train_sinusoid)
+    _add_run_options(train_sinusoid)
+    train_sinusoid.set_defaults(parser=train_sinusoid)
+    train.set_defaults(handler=_train, parser=train, train_parser=train)
 
     plot = commands.add_parser(
         "plot",
@@ -239,6 +274,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Where a new run goes and what it shows; accepted before TASK and after it. The defaults
+    are left out of the namespace (SUPPRESS), so that TASK's parser keeps values given before
+    it; read them with :func:`_run_option`."""
+    parser.add_argument(
+        "--out", metavar="DIR", default=argparse.SUPPRESS, help="run directory (default: runs/NAME)"
+    )
+    parser.add_argument(
+        "--name",
+        default=argparse.SUPPRESS,
+        help="run name, for the directory runs/NAME (default: TASK-PRESET-TIME)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="replace the files of an earlier run in DIR, its checkpoints included",
+    )
+    parser.add_argument(
+        "--no-plots", action="store_true", default=argparse.SUPPRESS, help="do not draw figures"
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="hide the progress bar",
+    )
+
+
+def _run_option(args: argparse.Namespace, name: str):
+    return getattr(args, name, False if name in ("overwrite", "no_plots", "no_progress") else None)
+
+
 def _count_or_k(text: str) -> int | str:
     if text.lower() == "k":
         return "k"
@@ -263,42 +331,100 @@ def sinusoid_config(args: argparse.Namespace) -> "sinusoid.SinusoidConfig":
         seed=args.seed,
         log_every=args.log_every,
         steps_per_call=args.steps_per_call,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
         **{field: value for field, value in given.items() if value is not None},
     )
 
 
 def _run_directory(args: argparse.Namespace, config: "sinusoid.SinusoidConfig") -> str:
-    if args.out is not None:
-        if not args.out.strip():
+    out, name = _run_option(args, "out"), _run_option(args, "name")
+    if out is not None and name is not None:
+        args.parser.error("argument --name: not allowed with argument --out")
+    if out is not None:
+        if not out.strip():
             args.parser.error("argument --out: must name a directory, got ''")
-        return args.out
-    name = args.name or f"sinusoid-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return out
+    name = name or f"sinusoid-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
         args.parser.error(f"argument --name: must be a plain name without '/', got {name!r}")
     return os.path.join("runs", name)
 
 
-def _train_sinusoid(args: argparse.Namespace) -> int:
-    try:
-        config = sinusoid_config(args)
-    except OptionError as error:
-        args.parser.error(f"argument {_flag(error.name)}: {error.problem}")
+def _train(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        given = [flag for flag in ("out", "name", "overwrite") if _run_option(args, flag)]
+        if args.family is not None or given:
+            extra = f"TASK {args.family}" if args.family else _flag(given[0])
+            args.train_parser.error(
+                f"argument --resume: continues a run with its saved config and directory; "
+                f"drop {extra}"
+            )
+        return _resume(args)
+    if args.config is not None:
+        if args.family is not None:
+            args.train_parser.error(
+                f"argument --config: the config file holds every setting; drop TASK "
+                f"{args.family} and its options (or edit a copy of the file)"
+            )
+        config = sinusoid.load_config(args.config)
+        args.parser = args.train_parser
+    elif args.family is not None:
+        try:
+            config = sinusoid_config(args)
+        except OptionError as error:
+            args.parser.error(f"argument {_flag(error.name)}: {error.problem}")
+    else:
+        args.train_parser.error("choose a task (sinusoid), --config FILE or --resume RUN_DIR")
     out = _run_directory(args, config)
+    args.started_run = out
     summary = sinusoid.train(
         config,
         out,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        plots=not args.no_plots,
+        overwrite=_run_option(args, "overwrite"),
+        progress=not _run_option(args, "no_progress"),
+        plots=not _run_option(args, "no_plots"),
     )
-    print(
-        f"metajax: final meta-loss {summary['final_meta_loss']:.4g} "
-        f"(mean of the last {summary['final_meta_loss_window']} steps); "
-        f"{summary['steps']} meta-steps at {summary['steps_per_second']:,.0f} steps/s "
-        f"({summary['train_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s); "
+    print(_summary_line(summary, out))
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    out = args.resume
+    config_path = os.path.join(out, run_dir.CONFIG)
+    values = run_dir.read_json(config_path) if os.path.isdir(out) else None
+    task = values.get("task") if isinstance(values, dict) else None
+    if task not in (None, sinusoid.TASK_NAME):
+        raise RunDirError(f"'{config_path}' is a config for task {task!r}, which metajax lacks")
+    if sinusoid.finished(out):
+        print(f"metajax: the run in {out} has already finished; nothing to resume")
+        return 0
+    args.started_run = out
+    summary = sinusoid.resume(
+        out,
+        progress=not _run_option(args, "no_progress"),
+        plots=not _run_option(args, "no_plots"),
+    )
+    print(_summary_line(summary, out))
+    return 0
+
+
+def _summary_line(summary: dict, out: str) -> str:
+    resumed = summary.get("resumed_from_step")
+    if summary["steps_per_second"] is None:
+        speed = "no meta-steps were left to take"
+    else:
+        taken = summary["steps"] - (resumed or 0)
+        speed = (
+            f"{taken} meta-steps at {summary['steps_per_second']:,.0f} steps/s "
+            f"({summary['train_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s)"
+        )
+    return (
+        f"metajax: {'resumed at meta-step ' + str(resumed) + '; ' if resumed is not None else ''}"
+        f"final meta-loss {summary['final_meta_loss']:.4g} "
+        f"(mean of the last {summary['final_meta_loss_window']} steps); {speed}; "
         f"wall time {_wall_seconds():.1f} s; run directory {out}"
     )
-    return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -374,12 +500,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    # OSError: a path that cannot be written or read.
-    except (RunDirError, sinusoid_eval.EvaluationError, OSError) as error:
+    except training_run.Interrupted as error:
+        print(
+            f"metajax: {error}\nmetajax: resume with: metajax train --resume {error.run_dir}",
+            file=sys.stderr,
+        )
+        return error.exit_status
+    # Diverged: a non-finite meta-loss. OSError: a path that cannot be written or read.
+    except (RunDirError, sinusoid_eval.EvaluationError, training_run.Diverged, OSError) as error:
         print(f"metajax: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("metajax: interrupted", file=sys.stderr)
+        started = getattr(args, "started_run", None)
+        hint = (
+            f"; resume from the newest checkpoint with: metajax train --resume {started}"
+            if started is not None and os.path.isdir(os.path.join(started, run_dir.CHECKPOINTS))
+            else ""
+        )
+        print(f"metajax: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,13 @@ PARAMS = "params.eqx"
 SUMMARY = "summary.json"
 ADAPTATION_PLOT = "adaptation.png"
 META_LOSS_PLOT = "meta_loss.png"
-RUN_FILES = (CONFIG, METRICS, PARAMS, SUMMARY, ADAPTATION_PLOT, META_LOSS_PLOT)
+CHECKPOINTS = "checkpoints"
+RUN_FILES = (CONFIG, METRICS, PARAMS, SUMMARY, ADAPTATION_PLOT, META_LOSS_PLOT, CHECKPOINTS)
+"""What ``train`` writes: files, and the directory of checkpoints."""
+EVAL = "eval.json"
+EVAL_PLOT = "eval.png"
+EVAL_FILES = (EVAL, EVAL_PLOT)
+"""What ``evaluate`` adds to a run directory."""
 
 
 class RunDirError(ValueError):
@@ -23,7 +30,8 @@ class RunDirError(ValueError):
 def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Creates the run directory ``path``, refusing to replace an earlier run's files.
 
-    With ``overwrite=True`` the files of an earlier run (and only those) are deleted first.
+    With ``overwrite=True`` the files of an earlier run (and only those, its checkpoints and
+    evaluation included) are deleted first.
 
     Raises:
       RunDirError: if ``path`` is a file, or holds an earlier run's files and ``overwrite`` is
@@ -32,14 +40,22 @@ def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory '{path}' is a file; choose a directory")
-    existing = [name for name in RUN_FILES if (path / name).exists()]
+    existing = [name for name in (*RUN_FILES, *EVAL_FILES) if (path / name).exists()]
     if existing and not overwrite:
+        if SUMMARY in existing:
+            state, choices = "a finished run", "choose another directory, or pass --overwrite"
+        else:
+            state = "an unfinished run"
+            choices = "continue it with --resume, choose another directory, or pass --overwrite"
         raise RunDirError(
-            f"run directory '{path}' already holds a run ({', '.join(existing)}); choose "
-            "another directory, or pass --overwrite (overwrite=True in Python) to replace it"
+            f"run directory '{path}' already holds {state} ({', '.join(existing)}); {choices} "
+            "to replace it (resume() or overwrite=True in Python)"
         )
     for name in existing:
-        (path / name).unlink()
+        if (path / name).is_dir():
+            shutil.rmtree(path / name)
+        else:
+            (path / name).unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -76,8 +92,14 @@ def save_model(path: Path, model: eqx.Module) -> None:
 
 def load_model(path: Path, like: eqx.Module) -> eqx.Module:
     """Loads arrays saved by :func:`save_model` into a model shaped like ``like``."""
-    if not Path(path).exists():
-        raise RunDirError(f"'{path}' is missing; is '{Path(path).parent}' a finished run?")
+    path = Path(path)
+    if not path.exists():
+        if (path.parent / CHECKPOINTS).is_dir():
+            raise RunDirError(
+                f"'{path}' is missing: the run in '{path.parent}' has not finished; continue it "
+                f"with: metajax train --resume {path.parent}"
+            )
+        raise RunDirError(f"'{path}' is missing; is '{path.parent}' a finished run?")
     try:
         return eqx.tree_deserialise_leaves(path, like)
     except Exception as error:  # numpy and equinox raise many kinds on a damaged file
@@ -96,6 +118,44 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def truncate_metrics(path: Path, through_step: int) -> None:
+    """Cuts ``metrics.jsonl`` back to its records up to ``through_step``, atomically.
+
+    Records after ``through_step`` (written after the checkpoint a run resumes from) and a last
+    line cut short by a killed process are dropped.
+
+    Raises:
+      RunDirError: if an earlier line is damaged, or records up to ``through_step`` are missing.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        lines = []
+    kept = []
+    last_step = 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not line.endswith("\n"):
+                break  # the process was killed while writing this line
+            raise RunDirError(f"'{path}' line {number} is not valid JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise RunDirError(f"'{path}' line {number} lacks an integer step")
+        if record["step"] > through_step:
+            break
+        kept.append(line)
+        last_step = record["step"]
+    if last_step != through_step:
+        raise RunDirError(
+            f"'{path}' has records up to step {last_step}, not {through_step} like the checkpoint "
+            "the run resumes from; the file was changed by hand. Start the run again with "
+            "--overwrite"
+        )
+    _replace_atomically(path, lambda file: file.write("".join(kept).encode()))
 
 
 def read_metrics(path: Path, fields: tuple[str, ...] = ("step", "meta_loss")) -> list[dict]:

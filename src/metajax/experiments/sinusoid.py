@@ -12,18 +12,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metajax import _validation, run_dir
+from metajax import _validation, run_dir, training_run
 from metajax.algorithms.maml import maml
 from metajax.algorithms.meta_learner import LossFn, MetaLearner
 from metajax.algorithms.pretrain import pretrain
 from metajax.models import MLP, mlp, mse_loss
 from metajax.tasks.sinusoid import SINUSOID_PRESETS, SinusoidFamily
-from metajax.training import TaskSampler, init_train_state, meta_train
+from metajax.training import TaskSampler, init_train_state
+from metajax.training_run import FINAL_LOSS_WINDOW
 
 TASK_NAME = "sinusoid"
 ALGORITHMS = ("maml", "pretrain")
-FINAL_LOSS_WINDOW = 1000
-"""The final meta-loss is the mean over this many last meta-steps."""
+CONFIG_FORMAT = 1
+"""The version of the config file's keys; a config of another version is refused."""
 
 # Independent random streams, each ``fold_in(jax.random.key(seed), stream)``: initialisation
 # and training tasks from a run's seed; test and validation tasks from an evaluation seed, which
@@ -97,6 +98,9 @@ class SinusoidConfig:
       log_every: meta-steps per record in ``metrics.jsonl``.
       steps_per_call: meta-steps fused into one compiled call. The task batches of a call are
         drawn at once, so their memory grows with it.
+      checkpoint_every: meta-steps between checkpoints (one is also written at the start and at
+        the end, and when SIGINT or SIGTERM stops the run).
+      keep_checkpoints: how many of the newest checkpoints to keep.
     """
 
     preset: str = "tutorial"
@@ -116,6 +120,8 @@ class SinusoidConfig:
     seed: int = 0
     log_every: int = 100
     steps_per_call: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
 
     def __post_init__(self):
         preset = _validation.choice("preset", self.preset, PRESETS)
@@ -140,7 +146,7 @@ class SinusoidConfig:
         resolved["seed"] = _validation.integer("seed", self.seed, 0)
         if resolved["seed"] >= 2**32:
             raise _validation.OptionError("seed", "an integer in [0, 2**32)", self.seed)
-        for name in ("log_every", "steps_per_call"):
+        for name in ("log_every", "steps_per_call", "checkpoint_every", "keep_checkpoints"):
             resolved[name] = _validation.integer(name, getattr(self, name), 1)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
@@ -149,28 +155,76 @@ class SinusoidConfig:
     def family(self) -> SinusoidFamily:
         return SinusoidFamily(**{name: getattr(self, name) for name in _FAMILY_FIELDS})
 
+    @property
+    def run_settings(self) -> training_run.RunSettings:
+        return training_run.RunSettings(
+            steps=self.steps,
+            steps_per_call=self.steps_per_call,
+            log_every=self.log_every,
+            checkpoint_every=self.checkpoint_every,
+            keep_checkpoints=self.keep_checkpoints,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict that records the task family and the metajax version too."""
+        """A JSON-ready dict that records the task family, the config format and the metajax
+        version too."""
         fields = {
             key: list(value) if isinstance(value, tuple) else value
             for key, value in dataclasses.asdict(self).items()
         }
-        return {"task": TASK_NAME, "metajax_version": version("metajax"), **fields}
+        return {
+            "task": TASK_NAME,
+            "config_format": CONFIG_FORMAT,
+            "metajax_version": version("metajax"),
+            **fields,
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SinusoidConfig":
-        """The inverse of :meth:`to_dict`. Unknown keys and other task families are errors."""
+        """The inverse of :meth:`to_dict`; ``task``, ``config_format`` and ``metajax_version``
+        may be left out.
+
+        Raises:
+          ValueError: for another task family, another config format or unknown keys.
+          OptionError: for a value out of its range.
+        """
         if not isinstance(values, dict):
             raise ValueError(f"a config must be a JSON object, got {type(values).__name__}")
         values = dict(values)
         task = values.pop("task", TASK_NAME)
         if task != TASK_NAME:
-            raise ValueError(f"this is a config for task '{task}', not '{TASK_NAME}'")
-        values.pop("metajax_version", None)
+            raise ValueError(f"this is a config for task {task!r}, not '{TASK_NAME}'")
+        written_by = values.pop("metajax_version", "?")
+        config_format = values.pop("config_format", CONFIG_FORMAT)
+        if config_format != CONFIG_FORMAT:
+            raise ValueError(
+                f"it was written by metajax {written_by} in config format {config_format!r}; "
+                f"this metajax ({version('metajax')}) reads format {CONFIG_FORMAT}"
+            )
         unknown = sorted(set(values) - {field.name for field in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         return cls(**values)
+
+
+def load_config(path: str | Path) -> SinusoidConfig:
+    """Reads a config file written by :func:`train` (a run's ``config.json``).
+
+    Raises:
+      RunDirError: naming the file, if it is missing, not JSON, or not a valid config.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise run_dir.RunDirError(
+            f"'{path}' is a directory; give a config file such as '{path / run_dir.CONFIG}'"
+        )
+    if not path.exists():
+        raise run_dir.RunDirError(f"config file '{path}' does not exist")
+    values = run_dir.read_json(path)
+    try:
+        return SinusoidConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise run_dir.RunDirError(f"'{path}' is not a usable config: {error}") from None
 
 
 class Setup(NamedTuple):
@@ -216,34 +270,6 @@ def make_learner(config: SinusoidConfig, loss_fn: LossFn, inner_lr=None) -> Meta
     )
 
 
-class _WindowedMetrics:
-    """Turns per-step meta-losses into one metrics.jsonl record per ``log_every`` steps."""
-
-    def __init__(self, log: run_dir.MetricsLog, log_every: int):
-        self._log = log
-        self._log_every = log_every
-        self._pending = np.zeros(0)  # the losses of the steps after the last record
-        self._step = 0  # the step count after the last pending loss
-
-    def __call__(self, step: int, losses: np.ndarray) -> None:
-        self._pending = np.concatenate([self._pending, losses])
-        self._step = step
-        full = len(self._pending) // self._log_every * self._log_every
-        first = step - len(self._pending)
-        for i, window in enumerate(self._pending[:full].reshape(-1, self._log_every)):
-            self._write(first + (i + 1) * self._log_every, window)
-        self._pending = self._pending[full:]
-
-    def _write(self, step: int, window: np.ndarray) -> None:
-        self._log.write({"step": step, "meta_loss": float(window.mean())})
-
-    def flush(self) -> None:
-        """Writes the last, partial window."""
-        if len(self._pending):
-            self._write(self._step, self._pending)
-            self._pending = self._pending[:0]
-
-
 def train(
     config: SinusoidConfig,
     out: str | Path,
@@ -252,11 +278,12 @@ def train(
     progress: bool = True,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """Meta-trains MAML on sinusoids and writes the run directory ``out``.
+    """Meta-trains on sinusoids and writes the run directory ``out``.
 
-    The directory receives ``config.json`` first, then ``metrics.jsonl`` as training goes, then
-    ``params.eqx`` (the meta-trained model), ``summary.json`` and, with ``plots``, the figures
-    ``adaptation.png`` and ``meta_loss.png``.
+    The directory receives ``config.json`` first, then ``metrics.jsonl`` and checkpoints in
+    ``checkpoints/`` as training goes (see :func:`metajax.training_run.run`), then
+    ``params.eqx`` (the meta-trained model), with ``plots`` the figures ``adaptation.png`` and
+    ``meta_loss.png``, and last ``summary.json``.
 
     Args:
       config: the run's settings.
@@ -268,44 +295,73 @@ def train(
     Returns:
       The summary: the final meta-loss (the mean over the last 1000 meta-steps), the meta-steps
       per second and the compile and training times.
+
+    Raises:
+      RunDirError: if ``out`` holds an earlier run and ``overwrite`` is false.
+      metajax.training_run.Interrupted: SIGINT or SIGTERM stopped the run after a checkpoint;
+        :func:`resume` continues it.
+      metajax.training_run.Diverged: a meta-loss or meta-gradient was not finite.
     """
     out = run_dir.prepare(out, overwrite=overwrite)
     run_dir.write_json(out / run_dir.CONFIG, config.to_dict())
+    return _train(config, out, resume=False, progress=progress, plots=plots)
+
+
+def resume(out: str | Path, *, progress: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Continues the run in ``out`` from its newest checkpoint, with its saved config.
+
+    The result is bit for bit the run that was never stopped. A finished run (one with
+    ``summary.json``) is left alone and its summary returned.
+
+    Raises:
+      RunDirError: if ``out`` is not a run directory or its config cannot be read.
+      CheckpointError: if the newest checkpoint is damaged or was written for another config.
+      metajax.training_run.Interrupted, metajax.training_run.Diverged: as for :func:`train`.
+    """
+    out = _existing_run_dir(out)
+    config = load_config(out / run_dir.CONFIG)
+    if finished(out):
+        return run_dir.read_json(out / run_dir.SUMMARY)
+    return _train(config, out, resume=True, progress=progress, plots=plots)
+
+
+def finished(path: str | Path) -> bool:
+    """Whether the run in ``path`` has finished: ``summary.json`` is the last file it writes."""
+    return (Path(path) / run_dir.SUMMARY).exists()
+
+
+def _train(
+    config: SinusoidConfig, out: Path, *, resume: bool, progress: bool, plots: bool
+) -> dict[str, Any]:
     setup = build(config)
     params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
     optimizer = optax.adam(config.meta_lr)
-    state = init_train_state(setup.learner, optimizer, params, setup.train_key)
-
-    log = run_dir.MetricsLog(out / run_dir.METRICS)
-    metrics = _WindowedMetrics(log, config.log_every)
-    try:
-        result = meta_train(
-            setup.learner,
-            optimizer,
-            setup.sample_tasks,
-            state,
-            num_steps=config.steps,
-            steps_per_call=config.steps_per_call,
-            progress=progress,
-            on_chunk=metrics,
-        )
-        metrics.flush()
-    finally:
-        log.close()
-
-    model = eqx.combine(result.state.meta_params, setup.static)
+    outcome = training_run.run(
+        out,
+        config.to_dict(),
+        setup.learner,
+        optimizer,
+        setup.sample_tasks,
+        init_train_state(setup.learner, optimizer, params, setup.train_key),
+        config.run_settings,
+        resume=resume,
+        progress=progress,
+    )
+    model = eqx.combine(outcome.state.meta_params, setup.static)
     run_dir.save_model(out / run_dir.PARAMS, model)
-    summary = {
-        "steps": config.steps,
-        "final_meta_loss": float(np.mean(result.losses[-FINAL_LOSS_WINDOW:])),
-        "final_meta_loss_window": min(FINAL_LOSS_WINDOW, config.steps),
-        "compile_seconds": round(result.compile_seconds, 3),
-        "train_seconds": round(result.train_seconds, 3),
-        "steps_per_second": round(config.steps / result.train_seconds, 1),
-    }
-    run_dir.write_json(out / run_dir.SUMMARY, summary)
     if plots:
         plot(out)
+    trained = config.steps - outcome.resumed_from
+    summary = {
+        "steps": config.steps,
+        "final_meta_loss": float(np.mean(outcome.recent_losses[-FINAL_LOSS_WINDOW:])),
+        "final_meta_loss_window": min(FINAL_LOSS_WINDOW, config.steps),
+        "resumed_from_step": outcome.resumed_from if resume else None,
+        "compile_seconds": round(outcome.compile_seconds, 3),
+        "train_seconds": round(outcome.train_seconds, 3),
+        "steps_per_second": round(trained / outcome.train_seconds, 1) if trained else None,
+    }
+    run_dir.write_json(out / run_dir.SUMMARY, summary)
     return summary
 
 
@@ -315,20 +371,19 @@ def algorithm_label(config: SinusoidConfig) -> str:
     return "first-order MAML" if config.first_order else "MAML"
 
 
-def load(path: str | Path) -> tuple[SinusoidConfig, MLP]:
-    """The config and the meta-trained model of a finished run directory."""
+def _existing_run_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise run_dir.RunDirError(f"run directory '{path}' does not exist")
     if not path.is_dir():
         raise run_dir.RunDirError(f"'{path}' is a file, not a run directory")
-    config_path = path / run_dir.CONFIG
-    try:
-        config = SinusoidConfig.from_dict(run_dir.read_json(config_path))
-    except run_dir.RunDirError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise run_dir.RunDirError(f"'{config_path}' is not a usable config: {error}") from None
+    return path
+
+
+def load(path: str | Path) -> tuple[SinusoidConfig, MLP]:
+    """The config and the meta-trained model of a finished run directory."""
+    path = _existing_run_dir(path)
+    config = load_config(path / run_dir.CONFIG)
     skeleton = eqx.filter_eval_shape(mlp, jax.random.key(0), (1, *config.hidden_sizes, 1))
     model = run_dir.load_model(path / run_dir.PARAMS, skeleton)
     return config, model

@@ -31,8 +31,8 @@ from metajax.experiments.sinusoid import (
 from metajax.models import MLP
 from metajax.tasks.task import Task
 
-EVAL_FILE = "eval.json"
-EVAL_PLOT = "eval.png"
+EVAL_FILE = run_dir.EVAL
+EVAL_PLOT = run_dir.EVAL_PLOT
 STEP_SIZE_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 """Fine-tuning step sizes tried on validation tasks (the paper's baseline used 0.01 and 0.02)."""
 

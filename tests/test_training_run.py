@@ -1,0 +1,225 @@
+"""Runs in a run directory: stopped by signals, resumed bit for bit, stopped at NaNs."""
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from metajax import checkpoints, run_dir, training_run
+from metajax.experiments.sinusoid import SinusoidConfig, resume, train
+from metajax.training_run import Diverged, Interrupted, StopSignals
+
+# Checkpoints at 0, 200, 400, 600 and 730; metrics every 70 steps and the last 30.
+CONFIG = SinusoidConfig(
+    steps=730, steps_per_call=100, log_every=70, checkpoint_every=200, keep_checkpoints=2
+)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The run that was never stopped."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    train(CONFIG, out, progress=False, plots=False)
+    return out
+
+
+def assert_same_run(out, reference):
+    assert (out / "params.eqx").read_bytes() == (reference / "params.eqx").read_bytes()
+    assert (out / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+    ours, theirs = (json.loads((path / "summary.json").read_text()) for path in (out, reference))
+    assert ours["final_meta_loss"] == theirs["final_meta_loss"]
+
+
+def signal_self_at(monkeypatch, stop_step, signal_number, times=1):
+    """Sends ``signal_number`` to this process when the metrics reach ``stop_step``, the way a
+    user's Ctrl-C lands while a compiled call runs."""
+    record = training_run._WindowedMetrics.__call__
+
+    def hooked(self, step, losses):
+        record(self, step, losses)
+        if step == stop_step:
+            for _ in range(times):
+                os.kill(os.getpid(), signal_number)
+
+    monkeypatch.setattr(training_run._WindowedMetrics, "__call__", hooked)
+
+
+@pytest.mark.parametrize(
+    "signal_number, stop_step",
+    [
+        (signal.SIGINT, 300),  # between checkpoints, in the middle of a metrics window
+        (signal.SIGTERM, 400),  # at a periodic checkpoint
+    ],
+)
+def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
+    tmp_path, monkeypatch, reference, signal_number, stop_step, capsys
+):
+    out = tmp_path / "run"
+    signal_self_at(monkeypatch, stop_step, signal_number)
+    with pytest.raises(Interrupted) as caught:
+        train(CONFIG, out, progress=False, plots=False)
+    error = caught.value
+    checkpoint = out / "checkpoints" / f"step_{stop_step:09d}"
+    assert (error.signal, error.exit_status, error.step) == (
+        signal_number,
+        128 + signal_number,
+        stop_step,
+    )
+    assert (error.checkpoint, error.run_dir) == (checkpoint, out)
+    assert str(error) == (
+        f"stopped by {signal.Signals(signal_number).name} at meta-step {stop_step} of 730; "
+        f"saved checkpoint '{checkpoint}'"
+    )
+    assert (
+        "received; saving a checkpoint after the current compiled call" in capsys.readouterr().err
+    )
+    assert not (out / "params.eqx").exists() and not (out / "summary.json").exists()
+    # The handlers are the defaults again once the run has stopped.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    monkeypatch.undo()
+    summary = resume(out, progress=False, plots=False)
+    assert summary["resumed_from_step"] == stop_step
+    assert_same_run(out, reference)
+    # The newest two checkpoints are kept, the ones written after resuming.
+    assert [found.step for found in checkpoints.list_complete(out / "checkpoints")] == [600, 730]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, reference):
+    out = run_dir.prepare(tmp_path / "run")
+    run_dir.write_json(out / "config.json", CONFIG.to_dict())
+    summary = resume(out, progress=False, plots=False)
+    assert summary["resumed_from_step"] == 0
+    assert_same_run(out, reference)
+
+
+def test_metrics_written_after_the_newest_checkpoint_are_redone(tmp_path, monkeypatch, reference):
+    out = tmp_path / "run"
+    signal_self_at(monkeypatch, 300, signal.SIGINT)
+    with pytest.raises(Interrupted):
+        train(CONFIG, out, progress=False, plots=False)
+    monkeypatch.undo()
+    # As if killed after writing the records of steps past 300 and half of another.
+    with open(out / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"step": 350, "meta_loss": 1.0}\n{"step": 420, "meta_')
+    resume(out, progress=False, plots=False)
+    assert_same_run(out, reference)
+
+
+@pytest.fixture
+def stopped_run(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    signal_self_at(monkeypatch, 300, signal.SIGINT)
+    with pytest.raises(Interrupted):
+        train(CONFIG, out, progress=False, plots=False)
+    monkeypatch.undo()
+    return out
+
+
+def test_a_checkpoint_written_for_another_config_is_refused(stopped_run):
+    config = json.loads((stopped_run / "config.json").read_text())
+    config.update(seed=1, k_shot=5)
+    (stopped_run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"checkpoint '.*step_000000300/checkpoint.json' was written for another config "
+        r"than '.*run/config.json' \(they differ in k_shot, seed\); restore the run's "
+        r"config.json, or start a new run",
+    ):
+        resume(stopped_run, progress=False, plots=False)
+
+
+def test_a_damaged_newest_checkpoint_is_named_when_resuming(stopped_run):
+    state_file = stopped_run / "checkpoints" / "step_000000300" / "state.eqx"
+    data = bytearray(state_file.read_bytes())
+    data[-1] ^= 0xFF
+    state_file.write_bytes(bytes(data))
+    with pytest.raises(checkpoints.CheckpointError, match=r"step_000000300/state.eqx' is damaged"):
+        resume(stopped_run, progress=False, plots=False)
+
+
+def test_an_unknown_config_key_or_format_is_named_when_resuming(stopped_run):
+    config = json.loads((stopped_run / "config.json").read_text())
+    (stopped_run / "config.json").write_text(json.dumps({**config, "learning_rate": 1}))
+    with pytest.raises(
+        run_dir.RunDirError,
+        match=r"'.*run/config.json' is not a usable config: unknown config keys: learning_rate",
+    ):
+        resume(stopped_run, progress=False, plots=False)
+    (stopped_run / "config.json").write_text(
+        json.dumps({**config, "config_format": 2, "metajax_version": "2.0"})
+    )
+    with pytest.raises(
+        run_dir.RunDirError,
+        match=r"config.json' is not a usable config: it was written by metajax 2.0 in config "
+        r"format 2; this metajax \(.*\) reads format 1",
+    ):
+        resume(stopped_run, progress=False, plots=False)
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, reference):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    assert resume(out, progress=False) == json.loads((out / "summary.json").read_text())
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
+
+
+def test_an_absurd_inner_step_size_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    config = SinusoidConfig(steps=300, inner_lr=1e30, steps_per_call=100, checkpoint_every=100)
+    with pytest.raises(Diverged) as caught:
+        train(config, out, progress=False, plots=False)
+    assert str(caught.value) == (
+        "meta-training stopped: the meta-loss and meta-gradient became non-finite at meta-step 1 "
+        f"(meta-loss nan); the last good checkpoint is '{out}/checkpoints/step_000000000' "
+        "(meta-step 0). Resuming would repeat it: start a new run with a smaller inner_lr or "
+        "meta_lr"
+    )
+    assert sorted(path.name for path in out.iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+    ]
+    assert (out / "metrics.jsonl").read_text() == ""
+
+
+def test_a_second_sigint_stops_at_once_and_the_handlers_are_restored():
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)  # already stopping: nothing more
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def write_metrics(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_truncating_metrics_keeps_the_records_up_to_a_step(tmp_path):
+    lines = [json.dumps({"step": step, "meta_loss": 0.5}) + "\n" for step in (10, 20, 30)]
+    path = write_metrics(tmp_path / "metrics.jsonl", "".join(lines) + '{"step": 4')
+    run_dir.truncate_metrics(path, 20)
+    assert path.read_text() == "".join(lines[:2])
+    run_dir.truncate_metrics(path, 0)
+    assert path.read_text() == ""
+
+
+def test_truncating_metrics_refuses_damage_and_gaps(tmp_path):
+    path = write_metrics(tmp_path / "metrics.jsonl", '{"step": 10}\nnot json\n{"step": 30}\n')
+    with pytest.raises(run_dir.RunDirError, match=r"metrics.jsonl' line 2 is not valid JSON"):
+        run_dir.truncate_metrics(path, 30)
+    write_metrics(path, '{"step": 10}\n{"step": 30}\n')
+    with pytest.raises(
+        run_dir.RunDirError,
+        match=r"metrics.jsonl' has records up to step 10, not 20 like the checkpoint the run "
+        r"resumes from",
+    ):
+        run_dir.truncate_metrics(path, 20)
