@@ -91,7 +91,10 @@ def run_cells(path: Path) -> tuple[dict, str]:
 def test_every_snippet_of_the_guide_runs_and_every_model_adapts(quick):
     namespace, printed = run_cells(DOCS / "guide.md")
     results = namespace["results"]
-    assert set(results) == {"dict", "equinox", "flax", "quadratics"}
+    assert set(results) == {"dict", "equinox", "flax", "quadratics", "resume"}
+    steps = namespace["STEPS"]
+    assert results.pop("resume") == (steps // 2, steps)
+    assert "the same bits as the run that never stopped: True" in printed
     for name, (before, after) in results.items():
         assert after < 0.8 * before, (name, before, after)
     assert "Flax NNX: held-out query MSE" in printed and "Equinox: held-out query MSE" in printed

@@ -90,7 +90,7 @@ def finished_run(tmp_path_factory):
 def test_run_directory_contents(finished_run):
     config, out, summary = finished_run
     assert sorted(path.name for path in out.iterdir()) == sorted(run_dir.RUN_FILES)
-    # Checkpoints at the start and the end (checkpoint_every is 1000), complete.
+    # Checkpoints at the start and the end (checkpoint_every is 5000), complete.
     assert sorted(path.name for path in (out / "checkpoints").iterdir()) == [
         "step_000000000",
         "step_000000250",

@@ -17,6 +17,7 @@ from metajax.tasks.sinusoid import SINUSOID_PRESETS as SINUSOID_PRESETS
 from metajax.tasks.sinusoid import Sinusoid as Sinusoid
 from metajax.tasks.sinusoid import SinusoidFamily as SinusoidFamily
 from metajax.tasks.task import Task as Task
+from metajax.training import NonFiniteError as NonFiniteError
 from metajax.training import TaskSampler as TaskSampler
 from metajax.training import TrainResult as TrainResult
 from metajax.training import TrainState as TrainState
@@ -31,6 +32,7 @@ __all__ = [
     "SINUSOID_PRESETS",
     "LossFn",
     "MetaLearner",
+    "NonFiniteError",
     "OptionError",
     "Params",
     "Sinusoid",

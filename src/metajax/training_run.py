@@ -42,7 +42,7 @@ class RunSettings:
     steps: int
     steps_per_call: int = 1000
     log_every: int = 100
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 5000
     keep_checkpoints: int = 3
 
     def __post_init__(self):

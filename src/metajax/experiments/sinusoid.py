@@ -120,7 +120,7 @@ class SinusoidConfig:
     seed: int = 0
     log_every: int = 100
     steps_per_call: int = 1000
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 5000
     keep_checkpoints: int = 3
 
     def __post_init__(self):
