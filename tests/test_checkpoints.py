@@ -114,7 +114,24 @@ def test_a_truncated_manifest_is_found_and_the_file_named(saved):
         checkpoints.load(path, state)
     (path / "checkpoint.json").write_text('{"step": 7}')
     with pytest.raises(
-        CheckpointError, match=r"checkpoint.json' is damaged: it lacks format, step or state_sha256"
+        CheckpointError,
+        match=r"checkpoint.json' is damaged: it lacks one of format, manifest_sha256, "
+        r"state_sha256, step",
+    ):
+        checkpoints.load(path, state)
+
+
+def test_a_changed_value_in_the_manifest_is_found(tmp_path):
+    state = train_state()
+    path = checkpoints.save(tmp_path, state, step=7, metadata={"losses": [0.25, 0.5]}, keep=1)
+    manifest = json.loads((path / "checkpoint.json").read_text())
+    checkpoints.load(path, state)  # as written, it loads
+    manifest["losses"][1] = 0.6
+    (path / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint file '.*checkpoint.json' is damaged: its contents do not match its "
+        r"manifest_sha256",
     ):
         checkpoints.load(path, state)
 

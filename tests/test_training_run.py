@@ -140,6 +140,17 @@ def test_a_damaged_newest_checkpoint_is_named_when_resuming(stopped_run):
         resume(stopped_run, progress=False, plots=False)
 
 
+def test_a_renamed_checkpoint_is_refused_when_resuming(stopped_run):
+    found = stopped_run / "checkpoints" / "step_000000300"
+    found.rename(found.with_name("step_000000500"))
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"step_000000500/checkpoint.json' is damaged: it holds meta-step 300 \(state 300\), "
+        r"not the 500 of its directory's name",
+    ):
+        resume(stopped_run, progress=False, plots=False)
+
+
 def test_an_unknown_config_key_or_format_is_named_when_resuming(stopped_run):
     config = json.loads((stopped_run / "config.json").read_text())
     (stopped_run / "config.json").write_text(json.dumps({**config, "learning_rate": 1}))

@@ -3,15 +3,17 @@
 A checkpoint is a directory ``step_<step>`` holding two files:
 
 - ``state.eqx``: the pytree's arrays, written by ``equinox.tree_serialise_leaves``;
-- ``checkpoint.json``: the step, the format version, the SHA-256 of ``state.eqx`` and whatever
-  metadata the caller adds (a run's resolved config, its recent losses).
+- ``checkpoint.json``: the step, the format version, the SHA-256 of ``state.eqx``, whatever
+  metadata the caller adds (a run's resolved config, its recent losses), and a SHA-256 of all
+  of that.
 
 Why equinox's serialisation rather than orbax-checkpoint: a meta-training state is one small,
 replicated pytree, and equinox (already a dependency, and how ``params.eqx`` is saved) writes it
 as a single stream of ``.npy`` arrays that we can fsync and rename ourselves. Orbax would add
 tensorstore and background threads, and its asynchronous saves would have to be waited on
 before a signal handler may let the process exit. ``.npy`` has no checksum, so a SHA-256 in the
-manifest catches damaged bytes that would otherwise load as wrong numbers.
+manifest catches damaged bytes that would otherwise load as wrong numbers (and one of the
+manifest's own entries catches a changed digit in its metadata).
 
 Atomicity: both files are written, flushed and fsynced inside a hidden temporary directory,
 which is then renamed to its final name (and the parent directory fsynced). A process killed
@@ -88,6 +90,7 @@ def save(
         "state_sha256": hashlib.sha256(state_bytes).hexdigest(),
         **metadata,
     }
+    manifest["manifest_sha256"] = _manifest_sha256(manifest)
     prefix = f"{_PARTIAL_PREFIX}{directory_name(step)}-"
     partial = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
     _write_synced(partial / STATE_FILE, state_bytes)
@@ -152,15 +155,22 @@ def load(path: str | os.PathLike, like: Any) -> tuple[Any, dict[str, Any]]:
         raise CheckpointError(
             f"checkpoint file '{manifest_path}' is damaged: not valid JSON ({error})"
         ) from None
-    if not isinstance(manifest, dict) or not {"format", "step", "state_sha256"} <= set(manifest):
+    required = {"format", "step", "state_sha256", "manifest_sha256"}
+    if not isinstance(manifest, dict) or not required <= set(manifest):
         raise CheckpointError(
-            f"checkpoint file '{manifest_path}' is damaged: it lacks format, step or state_sha256"
+            f"checkpoint file '{manifest_path}' is damaged: it lacks one of "
+            f"{', '.join(sorted(required))}"
         )
     if manifest["format"] != FORMAT:
         raise CheckpointError(
             f"checkpoint '{path}' was written by metajax {manifest.get('metajax_version', '?')} "
             f"in checkpoint format {manifest['format']!r}; this metajax ({version('metajax')}) "
             f"reads format {FORMAT}. Resume it with the metajax version that wrote it"
+        )
+    if _manifest_sha256(manifest) != manifest["manifest_sha256"]:
+        raise CheckpointError(
+            f"checkpoint file '{manifest_path}' is damaged: its contents do not match its "
+            "manifest_sha256"
         )
     try:
         state_bytes = state_path.read_bytes()
@@ -180,6 +190,13 @@ def load(path: str | os.PathLike, like: Any) -> tuple[Any, dict[str, Any]]:
             f"checkpoint file '{state_path}' does not fit this run's state: {error}"
         ) from None
     return tree, manifest
+
+
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    """The SHA-256 of the manifest's other entries, as canonical JSON (Python's JSON writes
+    floats so that they read back exactly, so a manifest read back hashes the same)."""
+    others = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(others, sort_keys=True).encode()).hexdigest()
 
 
 def _is_key(leaf: Any) -> bool:

@@ -322,11 +322,22 @@ def _restore(
             "run's config.json, or start a new run"
         )
     step = int(state.step)
-    recent = manifest.get("recent_losses")
-    if step != found.step or manifest["step"] != step or not isinstance(recent, list):
+    if step != found.step or manifest["step"] != step:
         raise checkpoints.CheckpointError(
-            f"checkpoint '{manifest_path}' is damaged: its step or recent losses do not match "
-            f"its directory name '{found.path.name}'"
+            f"checkpoint '{manifest_path}' is damaged: it holds meta-step {manifest['step']!r} "
+            f"(state {step}), not the {found.step} of its directory's name"
+        )
+    recent = manifest.get("recent_losses")
+    # At least the losses of the pending metrics window and of the final meta-loss's window.
+    needed = min(step, max(step % settings.log_every, FINAL_LOSS_WINDOW))
+    if not (
+        isinstance(recent, list)
+        and len(recent) >= needed
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in recent)
+    ):
+        raise checkpoints.CheckpointError(
+            f"checkpoint '{manifest_path}' is damaged: recent_losses must list the meta-losses "
+            "of its last steps"
         )
     if step > settings.steps:
         raise checkpoints.CheckpointError(
