@@ -179,3 +179,14 @@ def test_files_are_synced_before_the_rename_makes_them_visible(tmp_path, monkeyp
     assert [os.path.basename(path) for path in synced[:2]] == ["state.eqx", "checkpoint.json"]
     assert os.path.basename(synced[2]).startswith(".partial-step_000000001-")
     assert renamed == [3] and synced[3] == str(tmp_path)
+
+
+def test_bad_keep_counts_and_reserved_metadata_keys_are_refused(tmp_path):
+    state = train_state()
+    with pytest.raises(ValueError, match=r"`keep` must be an integer >= 1, got 0"):
+        checkpoints.save(tmp_path, state, step=1, metadata={}, keep=0)
+    with pytest.raises(
+        ValueError, match=r"metadata may not use the manifest's own keys: state_sha256, step"
+    ):
+        checkpoints.save(tmp_path, state, step=1, metadata={"step": 2, "state_sha256": ""}, keep=1)
+    assert list(tmp_path.iterdir()) == []

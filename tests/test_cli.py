@@ -181,8 +181,8 @@ def test_help_documents_every_option(run_metajax):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--steps", "-5"], "argument --steps: must be an integer >= 1, got -5"),
-        (["--k-shot", "0"], "argument --k-shot: must be an integer >= 1, got 0"),
+        (["--steps", "-5"], "argument --steps: must be an integer in [1, 2147483647], got -5"),
+        (["--k-shot", "0"], "argument --k-shot: must be an integer in [1, 2147483647], got 0"),
         (["--preset", "imagenet"], "argument --preset: invalid choice: 'imagenet'"),
         (["--inner-lr", "abc"], "argument --inner-lr: invalid float value: 'abc'"),
         (["--inner-lr", "-1"], "argument --inner-lr: must be a finite number > 0, got -1.0"),
@@ -266,17 +266,18 @@ def test_plot_checks_its_options(tmp_path, capsys):
             "options",
         ),
         (["--resume", "run", "--config", "c.json"], "not allowed with argument"),
+        (["--resume", ""], "argument --resume: must name a run directory, got ''"),
         (
             ["sinusoid", "--out", "a", "--name", "b"],
             "argument --name: not allowed with argument --out",
         ),
         (
             ["sinusoid", "--checkpoint-every", "0"],
-            "argument --checkpoint-every: must be an integer >= 1, got 0",
+            "argument --checkpoint-every: must be an integer in [1, 2147483647], got 0",
         ),
         (
             ["sinusoid", "--keep-checkpoints", "-1"],
-            "argument --keep-checkpoints: must be an integer >= 1, got -1",
+            "argument --keep-checkpoints: must be an integer in [1, 2147483647], got -1",
         ),
     ],
 )
@@ -304,13 +305,23 @@ def write_config(path, **changes):
         ),
         (
             '{"k_shot": 0}',
-            "metajax: error: '{path}' is not a usable config: `k_shot` must be an integer >= 1, "
-            "got 0",
+            "metajax: error: '{path}' is not a usable config: `k_shot` must be an integer in "
+            "[1, 2147483647], got 0",
         ),
         (
             '{"task": "omniglot"}',
             "metajax: error: '{path}' is not a usable config: this is a config for task "
             "'omniglot', not 'sinusoid'",
+        ),
+        (
+            '{"config_format": true}',
+            "metajax: error: '{path}' is not a usable config: it was written by metajax ? in "
+            "config format True; this metajax",
+        ),
+        (
+            '{"inner_lr": 1' + "0" * 400 + "}",
+            "metajax: error: '{path}' is not a usable config: `inner_lr` must be a finite number "
+            "> 0, got 1000",
         ),
         (
             '{"config_format": 7, "metajax_version": "3.0"}',
@@ -359,3 +370,32 @@ def test_resume_of_a_missing_or_foreign_run_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "config.json").unlink()
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert f"'{tmp_path}/config.json' is missing" in capsys.readouterr().err
+
+
+def test_paths_that_are_not_what_they_should_be_are_named(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["train", "--resume", str(tmp_path / "afile")]) == 1
+    assert f"metajax: error: '{tmp_path}/afile' is a file, not a run directory" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "--config", str(tmp_path)]) == 1
+    assert (
+        f"metajax: error: '{tmp_path}' is a directory; give a config file such as "
+        f"'{tmp_path}/config.json'"
+    ) in capsys.readouterr().err
+    args = ["train", "sinusoid", "--steps", "5", "--out", str(tmp_path / "afile")]
+    assert main(args) == 1
+    assert f"run directory '{tmp_path}/afile' is a file; choose a directory" in (
+        capsys.readouterr().err
+    )
+
+
+def test_resuming_a_finished_run_says_so_and_succeeds(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "sinusoid", "--steps", "20", "--steps-per-call", "10", "--out", str(out)]
+    assert main([*args, "--no-plots", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 0
+    assert capsys.readouterr().out == (
+        f"metajax: the run in {out} has already finished; nothing to resume\n"
+    )

@@ -33,8 +33,10 @@ RANGES = ("amplitude_range", "phase_range", "x_range")
 PRESET_FILLED = set(PRESETS["tutorial"])  # None means "the preset's value" for these
 
 # Values of every kind a config file or a caller might hold.
+MAX = 2**31 - 1  # JAX's int32 indices
 scalars = st.one_of(
     st.integers(-3, 2**33),
+    st.integers(2**31 - 2, 10**400),  # past int32, and past what a float holds
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.text(max_size=4),
@@ -46,7 +48,7 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 
 def valid_values(name):
     if name in MINIMUMS:
-        return st.integers(MINIMUMS[name], 10**6)
+        return st.integers(MINIMUMS[name], MAX)
     if name in POSITIVE:
         return st.floats(1e-9, 1e3)
     if name in RANGES:
@@ -55,7 +57,7 @@ def valid_values(name):
         "preset": st.sampled_from(sorted(PRESETS)),
         "algorithm": st.sampled_from(sinusoid.ALGORITHMS),
         "first_order": st.booleans(),
-        "hidden_sizes": st.lists(st.integers(1, 64), min_size=1, max_size=3),
+        "hidden_sizes": st.lists(st.integers(1, MAX), min_size=1, max_size=3),
         "seed": st.integers(0, 2**32 - 1),
     }[name]
 
@@ -74,12 +76,14 @@ def config_values(draw):
     return values
 
 
-def is_integer(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def is_integer(value, minimum, maximum=MAX):
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
 
 
 def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) < 2**1024  # what a float holds
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def invalid_fields(values):
@@ -112,7 +116,7 @@ def invalid_fields(values):
                 and all(is_integer(v, 1) for v in value)
             )
         else:
-            ok = is_integer(value, 0) and value < 2**32
+            ok = is_integer(value, 0, 2**32 - 1)
         if not ok:
             bad.add(name)
     if values.get("first_order") is True and values.get("algorithm") == "pretrain":
@@ -130,6 +134,21 @@ def test_a_config_is_valid_or_names_a_bad_option(values):
         assert error.name in bad, (error, bad)
         assert str(error).startswith(f"`{error.name}` must be ")
         assert str(error).endswith(f", got {values[error.name]!r}")
+        # The message states the valid range.
+        name = error.name
+        requirement = str(error)[len(f"`{name}` must be ") :]
+        if name in MINIMUMS:
+            assert requirement.startswith(f"an integer in [{MINIMUMS[name]}, {MAX}], got")
+        elif name in POSITIVE:
+            assert requirement.startswith("a finite number > 0, got")
+        elif name in RANGES:
+            assert requirement.startswith("a pair (low, high) of finite numbers with low <= high")
+        elif name == "seed":
+            assert requirement.startswith("an integer in [0, 2**32), got")
+        elif name == "hidden_sizes":
+            assert requirement.startswith(f"a list of at least 1 integers in [1, {MAX}], got")
+        elif name in ("preset", "algorithm"):
+            assert requirement.startswith("one of [")
         return
     assert not bad, bad
     preset = PRESETS[config.preset]
@@ -192,7 +211,7 @@ def test_an_integer_flag_is_accepted_or_refused_with_its_range(flag, value):
         assert status == 0 and getattr(seen[0], flag[2:].replace("-", "_")) == value
     else:
         assert status == 2 and not seen
-        assert f"argument {flag}: must be an integer >= {minimum}, got {value}" in err
+        assert f"argument {flag}: must be an integer in [{minimum}, {MAX}], got {value}" in err
 
 
 @settings(max_examples=100, deadline=None)

@@ -56,10 +56,13 @@ def test_dict_round_trip_and_rejections():
     "overrides, message",
     [
         (dict(preset="nope"), r"`preset` must be one of \['finn2017', 'tutorial'\], got 'nope'"),
-        (dict(steps=-5), r"`steps` must be an integer >= 1, got -5"),
-        (dict(k_shot=0), r"`k_shot` must be an integer >= 1, got 0"),
-        (dict(meta_batch_size=2.0), r"`meta_batch_size` must be an integer >= 1, got 2.0"),
-        (dict(inner_steps=-1), r"`inner_steps` must be an integer >= 0, got -1"),
+        (dict(steps=-5), r"`steps` must be an integer in \[1, 2147483647\], got -5"),
+        (dict(k_shot=0), r"`k_shot` must be an integer in \[1, 2147483647\], got 0"),
+        (
+            dict(meta_batch_size=2.0),
+            r"`meta_batch_size` must be an integer in \[1, 2147483647\], got 2.0",
+        ),
+        (dict(inner_steps=-1), r"`inner_steps` must be an integer in \[0, 2147483647\], got -1"),
         (dict(inner_lr=0.0), r"`inner_lr` must be a finite number > 0, got 0.0"),
         (dict(meta_lr=float("inf")), r"`meta_lr` must be a finite number > 0, got inf"),
         (dict(seed=2**32), r"`seed` must be an integer in \[0, 2\*\*32\), got 4294967296"),
@@ -69,9 +72,15 @@ def test_dict_round_trip_and_rejections():
             dict(algorithm="pretrain", first_order=True),
             r"`first_order` must be false with algorithm 'pretrain', got True",
         ),
-        (dict(hidden_sizes=()), r"`hidden_sizes` must be a list of at least 1 integers >= 1"),
-        (dict(k_query=True), r"`k_query` must be an integer >= 1, got True"),
+        (
+            dict(hidden_sizes=()),
+            r"`hidden_sizes` must be a list of at least 1 integers in \[1, 2147483647\]",
+        ),
+        (dict(k_query=True), r"`k_query` must be an integer in \[1, 2147483647\], got True"),
         (dict(x_range=(1.0, -1.0)), r"`x_range` must be a pair \(low, high\) of finite numbers"),
+        (dict(steps=2**31), r"`steps` must be an integer in \[1, 2147483647\], got 2147483648"),
+        (dict(inner_lr=10**400), r"`inner_lr` must be a finite number > 0, got 1000000"),
+        (dict(x_range=(0, 10**400)), r"`x_range` must be a pair \(low, high\) of finite numbers"),
     ],
 )
 def test_every_option_is_range_checked(overrides, message):

@@ -161,9 +161,9 @@ def test_a_signal_from_outside_saves_a_checkpoint_and_exits_with_a_resume_messag
     stopped_at = checkpoint_steps(out)[-1]
     assert stopped_at % 100 == 0 and 560 < stopped_at < 2000
     assert (
-        f"metajax: stopped by {name} at meta-step {stopped_at} of 2000; saved checkpoint "
-        f"'{out}/checkpoints/step_{stopped_at:09d}'\nmetajax: resume with: metajax train "
-        f"--resume {out}\n"
+        f"metajax: stopped by {name} at meta-step {stopped_at} of 2000; the run is saved in "
+        f"checkpoint '{out}/checkpoints/step_{stopped_at:09d}'\n"
+        f"metajax: resume with: metajax train --resume {out}\n"
     ) in err
     assert "Traceback" not in err
     resume_and_compare(out, reference, child_env)

@@ -5,10 +5,13 @@ import os
 import shutil
 import signal
 
+import equinox as eqx
+import optax
 import pytest
 
-from metajax import checkpoints, run_dir, training_run
-from metajax.experiments.sinusoid import SinusoidConfig, resume, train
+from metajax import checkpoints, init_train_state, run_dir, training_run
+from metajax.experiments import sinusoid
+from metajax.experiments.sinusoid import SinusoidConfig, build, resume, train
 from metajax.training_run import Diverged, Interrupted, StopSignals
 
 # Checkpoints at 0, 200, 400, 600 and 730; metrics every 70 steps and the last 30.
@@ -70,7 +73,7 @@ def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
     assert (error.checkpoint, error.run_dir) == (checkpoint, out)
     assert str(error) == (
         f"stopped by {signal.Signals(signal_number).name} at meta-step {stop_step} of 730; "
-        f"saved checkpoint '{checkpoint}'"
+        f"the run is saved in checkpoint '{checkpoint}'"
     )
     assert (
         "received; saving a checkpoint after the current compiled call" in capsys.readouterr().err
@@ -136,7 +139,11 @@ def test_a_damaged_newest_checkpoint_is_named_when_resuming(stopped_run):
     data = bytearray(state_file.read_bytes())
     data[-1] ^= 0xFF
     state_file.write_bytes(bytes(data))
-    with pytest.raises(checkpoints.CheckpointError, match=r"step_000000300/state.eqx' is damaged"):
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"step_000000300/state.eqx' is damaged: .*\. To resume from the checkpoint before "
+        r"it \(meta-step 200\), move '.*step_000000300' out of '.*run/checkpoints'",
+    ):
         resume(stopped_run, progress=False, plots=False)
 
 
@@ -219,6 +226,11 @@ def test_truncating_metrics_keeps_the_records_up_to_a_step(tmp_path):
     path = write_metrics(tmp_path / "metrics.jsonl", "".join(lines) + '{"step": 4')
     run_dir.truncate_metrics(path, 20)
     assert path.read_text() == "".join(lines[:2])
+    # A blank line is skipped, and a last record without its newline gets one, so that the
+    # records appended after it start on a line of their own.
+    write_metrics(path, lines[0] + "\n" + lines[1].strip())
+    run_dir.truncate_metrics(path, 20)
+    assert path.read_text() == "".join(lines[:2])
     run_dir.truncate_metrics(path, 0)
     assert path.read_text() == ""
 
@@ -227,10 +239,118 @@ def test_truncating_metrics_refuses_damage_and_gaps(tmp_path):
     path = write_metrics(tmp_path / "metrics.jsonl", '{"step": 10}\nnot json\n{"step": 30}\n')
     with pytest.raises(run_dir.RunDirError, match=r"metrics.jsonl' line 2 is not valid JSON"):
         run_dir.truncate_metrics(path, 30)
+    write_metrics(path, '{"step": 10}\n{"step": "20"}\n')
+    with pytest.raises(run_dir.RunDirError, match=r"metrics.jsonl' line 2 lacks an integer step"):
+        run_dir.truncate_metrics(path, 30)
     write_metrics(path, '{"step": 10}\n{"step": 30}\n')
     with pytest.raises(
         run_dir.RunDirError,
         match=r"metrics.jsonl' has records up to step 10, not 20 like the checkpoint the run "
-        r"resumes from",
+        r"resumes from, so the metrics cannot be completed. Move the newer checkpoints out",
     ):
         run_dir.truncate_metrics(path, 20)
+
+
+def test_a_signal_while_setting_up_stops_at_step_0(tmp_path, monkeypatch, reference):
+    out = tmp_path / "run"
+    real_build = sinusoid.build
+
+    def build_and_signal(config):
+        os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while JAX starts up
+        return real_build(config)
+
+    monkeypatch.setattr(sinusoid, "build", build_and_signal)
+    with pytest.raises(Interrupted) as caught:
+        train(CONFIG, out, progress=False, plots=False)
+    assert (caught.value.step, caught.value.checkpoint.name) == (0, "step_000000000")
+    monkeypatch.undo()
+    assert resume(out, progress=False, plots=False)["resumed_from_step"] == 0
+    assert_same_run(out, reference)
+
+
+def test_a_signal_after_training_stops_before_the_summary(tmp_path, monkeypatch, reference):
+    out = tmp_path / "run"
+    real_save_model = run_dir.save_model
+
+    def save_and_signal(path, model):
+        real_save_model(path, model)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(run_dir, "save_model", save_and_signal)
+    with pytest.raises(Interrupted) as caught:
+        train(CONFIG, out, progress=False, plots=False)
+    assert (caught.value.step, caught.value.exit_status) == (730, 143)
+    assert caught.value.checkpoint.name == "step_000000730"
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+    assert resume(out, progress=False, plots=False)["resumed_from_step"] == 730
+    assert_same_run(out, reference)
+
+
+def pieces(config):
+    setup = build(config)
+    params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
+    optimizer = optax.adam(config.meta_lr)
+    state = init_train_state(setup.learner, optimizer, params, setup.train_key)
+    return setup.learner, optimizer, setup.sample_tasks, state
+
+
+def test_a_new_run_refuses_a_directory_that_holds_a_run(stopped_run):
+    with pytest.raises(
+        run_dir.RunDirError,
+        match=r"run' already holds a run's checkpoints and metrics.jsonl; resume it "
+        r"\(resume=True\), or choose another directory",
+    ):
+        training_run.run(stopped_run, CONFIG.to_dict(), *pieces(CONFIG), CONFIG.run_settings)
+
+
+def test_a_checkpoint_past_the_runs_length_is_refused(stopped_run):
+    shorter = training_run.RunSettings(steps=250, steps_per_call=100, log_every=70)
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"checkpoint '.*step_000000300' is at meta-step 300, past the run's 250",
+    ):
+        training_run.run(
+            stopped_run, CONFIG.to_dict(), *pieces(CONFIG), shorter, resume=True, progress=False
+        )
+
+
+def test_a_model_of_another_shape_is_reported_as_another_config(stopped_run):
+    config = json.loads((stopped_run / "config.json").read_text())
+    (stopped_run / "config.json").write_text(json.dumps({**config, "hidden_sizes": [8]}))
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"was written for another config than '.*config.json' \(they differ in "
+        r"hidden_sizes\)",
+    ):
+        resume(stopped_run, progress=False, plots=False)
+
+
+def test_recent_losses_that_are_not_finite_numbers_are_refused(stopped_run):
+    found = checkpoints.latest(stopped_run / "checkpoints")
+    state, manifest = checkpoints.load(found.path, pieces(CONFIG)[3])
+    # A checkpoint written with a valid checksum but unusable losses (another program's, say).
+    checkpoints.save(
+        found.path.parent,
+        state,
+        step=found.step,
+        metadata={"config": manifest["config"], "recent_losses": [float("nan")] * 300},
+        keep=5,
+    )
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"step_000000300/checkpoint.json' is damaged: recent_losses must list the "
+        r"meta-losses of its last steps",
+    ):
+        resume(stopped_run, progress=False, plots=False)
+
+
+def test_a_signal_ignored_by_the_process_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.received is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

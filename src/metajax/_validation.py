@@ -23,29 +23,42 @@ class OptionError(ValueError):
         super().__init__(f"`{name}` {self.problem}")
 
 
-def _is_integer(value: Any, minimum: int) -> bool:
+MAX_INT32 = 2**31 - 1
+"""The largest step count or array size JAX's default int32 indices hold."""
+
+
+def _is_integer(value: Any, minimum: int, maximum: int | None = None) -> bool:
     return (
         isinstance(value, numbers.Integral)
         and not isinstance(value, (bool, np.bool_))
         and value >= minimum
+        and (maximum is None or value <= maximum)
     )
 
 
-def integer(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int, if it is an integer (not a bool) >= ``minimum``."""
-    if not _is_integer(value, minimum):
-        raise OptionError(name, f"an integer >= {minimum}", value)
+def integer(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int, if it is an integer (not a bool) >= ``minimum`` and, if given,
+    <= ``maximum``."""
+    if not _is_integer(value, minimum, maximum):
+        requirement = (
+            f"an integer >= {minimum}"
+            if maximum is None
+            else (f"an integer in [{minimum}, {maximum}]")
+        )
+        raise OptionError(name, requirement, value)
     return int(value)
 
 
-def sizes(name: str, value: Any, min_length: int) -> tuple[int, ...]:
-    """``value`` as a tuple of ints, if it lists at least ``min_length`` integers >= 1."""
+def sizes(name: str, value: Any, min_length: int, maximum: int | None = None) -> tuple[int, ...]:
+    """``value`` as a tuple of ints, if it lists at least ``min_length`` integers >= 1 (and, if
+    given, <= ``maximum``)."""
     if not (
         isinstance(value, (tuple, list))
         and len(value) >= min_length
-        and all(_is_integer(size, 1) for size in value)
+        and all(_is_integer(size, 1, maximum) for size in value)
     ):
-        raise OptionError(name, f"a list of at least {min_length} integers >= 1", value)
+        each = "integers >= 1" if maximum is None else f"integers in [1, {maximum}]"
+        raise OptionError(name, f"a list of at least {min_length} {each}", value)
     return tuple(int(size) for size in value)
 
 
@@ -53,7 +66,7 @@ def positive_number(name: str, value: Any) -> float:
     """``value`` as a float, if it is a finite real number > 0 (a concrete scalar)."""
     try:
         number = float(value) if not isinstance(value, (bool, np.bool_, str)) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
         number = math.nan
     if not (math.isfinite(number) and number > 0):
         raise OptionError(name, "a finite number > 0", value)
@@ -86,7 +99,7 @@ def number_range(name: str, value: Any) -> tuple[float, float]:
         raise OptionError(name, requirement, value)
     try:
         low, high = (float(v) if not isinstance(v, (bool, str)) else math.nan for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise OptionError(name, requirement, value) from None
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise OptionError(name, requirement, value)

@@ -46,6 +46,7 @@ STATE_FILE = "state.eqx"
 MANIFEST_FILE = "checkpoint.json"
 _NAME = re.compile(r"step_(\d+)")
 _PARTIAL_PREFIX = ".partial-"
+_RESERVED = {"format", "metajax_version", "step", "state_sha256", "manifest_sha256"}
 
 
 class CheckpointError(RunDirError):
@@ -78,6 +79,11 @@ def save(
     Returns:
       The checkpoint's directory.
     """
+    if not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"`keep` must be an integer >= 1, got {keep!r}")
+    reserved = sorted(set(metadata) & _RESERVED)
+    if reserved:
+        raise ValueError(f"metadata may not use the manifest's own keys: {', '.join(reserved)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -134,19 +140,16 @@ def remove_partial(directory: str | os.PathLike) -> None:
                 shutil.rmtree(entry)
 
 
-def load(path: str | os.PathLike, like: Any) -> tuple[Any, dict[str, Any]]:
-    """Reads the checkpoint in ``path`` into a pytree shaped like ``like``.
-
-    Returns:
-      The pytree and the manifest (``checkpoint.json``, with the caller's metadata).
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The verified manifest (``checkpoint.json``, with the caller's metadata) of the
+    checkpoint in ``path``, without reading its arrays.
 
     Raises:
-      CheckpointError: naming the file, if either file is missing, truncated or damaged, the
-        checkpoint has another format version, or its arrays do not fit ``like``.
+      CheckpointError: naming the file, if it is missing, truncated or damaged, or the
+        checkpoint has another format version.
     """
     path = Path(path)
     manifest_path = path / MANIFEST_FILE
-    state_path = path / STATE_FILE
     try:
         manifest = json.loads(manifest_path.read_bytes())
     except FileNotFoundError:
@@ -172,6 +175,23 @@ def load(path: str | os.PathLike, like: Any) -> tuple[Any, dict[str, Any]]:
             f"checkpoint file '{manifest_path}' is damaged: its contents do not match its "
             "manifest_sha256"
         )
+    return manifest
+
+
+def load(path: str | os.PathLike, like: Any) -> tuple[Any, dict[str, Any]]:
+    """Reads the checkpoint in ``path`` into a pytree shaped like ``like``.
+
+    Returns:
+      The pytree and the manifest (see :func:`read_manifest`).
+
+    Raises:
+      CheckpointError: naming the file, if either file is missing, truncated or damaged, the
+        checkpoint has another format version, or its arrays do not fit ``like``.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    manifest_path = path / MANIFEST_FILE
+    state_path = path / STATE_FILE
     try:
         state_bytes = state_path.read_bytes()
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from importlib.metadata import version
@@ -391,6 +392,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     out = args.resume
+    if not out.strip():
+        args.train_parser.error("argument --resume: must name a run directory, got ''")
     config_path = os.path.join(out, run_dir.CONFIG)
     values = run_dir.read_json(config_path) if os.path.isdir(out) else None
     task = values.get("task") if isinstance(values, dict) else None
@@ -502,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except training_run.Interrupted as error:
         print(
-            f"metajax: {error}\nmetajax: resume with: metajax train --resume {error.run_dir}",
+            f"metajax: {error}\nmetajax: resume with: metajax train --resume "
+            f"{shlex.quote(str(error.run_dir))}",
             file=sys.stderr,
         )
         return error.exit_status
@@ -513,8 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         started = getattr(args, "started_run", None)
         hint = (
-            f"; resume from the newest checkpoint with: metajax train --resume {started}"
-            if started is not None and os.path.isdir(os.path.join(started, run_dir.CHECKPOINTS))
+            "; resume from the newest checkpoint with: metajax train --resume "
+            f"{shlex.quote(started)}"
+            if started is not None and os.path.isfile(os.path.join(started, run_dir.CONFIG))
             else ""
         )
         print(f"metajax: interrupted{hint}", file=sys.stderr)

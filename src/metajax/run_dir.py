@@ -116,6 +116,10 @@ class MetricsLog:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
+    def sync(self) -> None:
+        """Makes the records written so far durable (fsync), e.g. before a checkpoint."""
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
 
@@ -137,23 +141,26 @@ def truncate_metrics(path: Path, through_step: int) -> None:
     kept = []
     last_step = 0
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines) and not line.endswith("\n"):
                 break  # the process was killed while writing this line
             raise RunDirError(f"'{path}' line {number} is not valid JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        if not isinstance(record, dict) or type(record.get("step")) is not int:
             raise RunDirError(f"'{path}' line {number} lacks an integer step")
         if record["step"] > through_step:
             break
-        kept.append(line)
+        kept.append(line if line.endswith("\n") else line + "\n")
         last_step = record["step"]
     if last_step != through_step:
         raise RunDirError(
             f"'{path}' has records up to step {last_step}, not {through_step} like the checkpoint "
-            "the run resumes from; the file was changed by hand. Start the run again with "
-            "--overwrite"
+            "the run resumes from, so the metrics cannot be completed. Move the newer "
+            "checkpoints out of the run's checkpoints/ directory to resume from an older one, "
+            "or start the run again with --overwrite"
         )
     _replace_atomically(path, lambda file: file.write("".join(kept).encode()))
 

@@ -9,6 +9,8 @@ a run that was never stopped.
 """
 
 import dataclasses
+import math
+import os
 import signal
 import sys
 import threading
@@ -17,7 +19,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from metajax import _validation, checkpoints, run_dir
 from metajax.algorithms.meta_learner import MetaLearner
@@ -47,7 +48,9 @@ class RunSettings:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            value = _validation.integer(field.name, getattr(self, field.name), 1)
+            value = _validation.integer(
+                field.name, getattr(self, field.name), 1, _validation.MAX_INT32
+            )
             object.__setattr__(self, field.name, value)
 
 
@@ -90,8 +93,8 @@ class Interrupted(Exception):
         self.checkpoint = checkpoint
         self.run_dir = out
         super().__init__(
-            f"stopped by {received.name} at meta-step {step} of {steps}; saved checkpoint "
-            f"'{checkpoint}'"
+            f"stopped by {received.name} at meta-step {step} of {steps}; the run is saved in "
+            f"checkpoint '{checkpoint}'"
         )
 
 
@@ -100,32 +103,30 @@ class Diverged(Exception):
 
     Attributes:
       step: the first non-finite meta-step.
-      quantities: ``"meta-loss"``, ``"meta-gradient"`` or both.
-      checkpoint: the newest checkpoint, all of it finite (``None`` if there is none).
+      quantities: ``"meta-loss"``, ``"meta-gradient"`` (or both), or ``"meta-parameters"``.
+      checkpoint: the newest checkpoint, all of it finite.
     """
 
-    def __init__(self, error: NonFiniteError, checkpoint: checkpoints.Checkpoint | None):
+    def __init__(self, error: NonFiniteError, checkpoint: checkpoints.Checkpoint):
         self.step = error.step
         self.quantities = error.quantities
         self.checkpoint = checkpoint
-        kept = (
-            f"the last good checkpoint is '{checkpoint.path}' (meta-step {checkpoint.step})"
-            if checkpoint is not None
-            else "no checkpoint was kept"
-        )
         super().__init__(
-            f"meta-training stopped: {error}; {kept}. Resuming would repeat it: start a new run "
-            "with a smaller inner_lr or meta_lr"
+            f"meta-training stopped: {error}; the last good checkpoint is '{checkpoint.path}' "
+            f"(meta-step {checkpoint.step}). Resuming would repeat it: start a new run with a "
+            "smaller inner_lr or meta_lr"
         )
 
 
 class StopSignals:
     """A context in which SIGINT and SIGTERM ask for a stop instead of killing the process.
 
-    The first signal is recorded in :attr:`received`; the training loop checks it between
-    compiled calls. A second SIGINT raises ``KeyboardInterrupt`` at once, for a user who will
-    not wait (the newest checkpoint on disk is then the place to resume from). Outside the main
-    thread, where Python cannot install handlers, this does nothing.
+    The first signal is recorded in :attr:`received`; a run checks it between compiled calls
+    and between the stages around training, then saves what it has and raises
+    :class:`Interrupted`. A second SIGINT raises ``KeyboardInterrupt`` at once, for a user who
+    will not wait (the newest checkpoint on disk is then the place to resume from). A signal
+    the process ignores (a background job's SIGINT) stays ignored. Outside the main thread,
+    where Python cannot install handlers, this does nothing.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -137,7 +138,8 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for number in self.SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -148,13 +150,25 @@ class StopSignals:
     def _handle(self, number: int, frame: Any) -> None:
         if self.received is None:
             self.received = signal.Signals(number)
-            tqdm.write(
-                f"metajax: {self.received.name} received; saving a checkpoint after the current "
-                "compiled call (press Ctrl-C again to stop at once)",
-                file=sys.stderr,
+            # os.write, not print: a handler may run in the middle of another write to stderr.
+            message = (
+                f"\nmetajax: {self.received.name} received; saving a checkpoint after the "
+                "current compiled call (press Ctrl-C again to stop at once)\n"
             )
+            try:
+                os.write(sys.stderr.fileno(), message.encode())
+            except (AttributeError, OSError, ValueError):  # no file behind it (Jupyter, pytest)
+                sys.stderr.write(message)
         elif number == signal.SIGINT:
             raise KeyboardInterrupt
+
+    def raise_if_received(self, out: str | Path, step: int, steps: int) -> None:
+        """Raises :class:`Interrupted` if a signal has arrived; the run in ``out`` must hold a
+        checkpoint at ``step``."""
+        received = self.received
+        if received is not None:
+            newest = checkpoints.latest(Path(out) / run_dir.CHECKPOINTS)
+            raise Interrupted(received, step, steps, newest.path, Path(out))
 
 
 class _WindowedMetrics:
@@ -199,16 +213,18 @@ def run(
     *,
     resume: bool = False,
     progress: bool = True,
+    stop: StopSignals | None = None,
 ) -> RunOutcome:
     """Meta-trains in the run directory ``out``, or resumes the run there.
 
-    ``out`` must exist and hold ``config.json``. A new run checkpoints ``initial_state`` first,
-    so that a run stopped at any moment can be resumed. Then, after every compiled call,
-    ``metrics.jsonl`` gets its new records and, every ``checkpoint_every`` meta-steps and at the
-    end, ``checkpoints/step_<step>`` is written (see :mod:`metajax.checkpoints`).
+    A new run checkpoints ``initial_state`` first, so that a run stopped at any moment can be
+    resumed. Then, after every compiled call, ``metrics.jsonl`` gets its new records and, every
+    ``checkpoint_every`` meta-steps and at the end, ``checkpoints/step_<step>`` is written (see
+    :mod:`metajax.checkpoints`).
 
     Args:
-      out: the run directory.
+      out: the run directory (created if missing). A new run refuses one that already holds
+        checkpoints or metrics.
       config: the run's resolved config, JSON-ready; every checkpoint records it, and resuming
         refuses a checkpoint written for another config.
       learner, optimizer, sample_tasks: as for :func:`~metajax.meta_train`.
@@ -217,27 +233,37 @@ def run(
       settings: the run's length, logging and checkpointing.
       resume: continue from the newest checkpoint (from ``initial_state`` if there is none).
       progress: show a progress bar.
+      stop: the caller's :class:`StopSignals`, already entered, when signals should also stop
+        the work around this call (the CLI's figures, say); by default ``run`` handles signals
+        itself, from start to end.
 
     Returns:
       A :class:`RunOutcome`.
 
     Raises:
-      Interrupted: SIGINT or SIGTERM arrived; a checkpoint was saved.
-      Diverged: a meta-loss or meta-gradient was not finite.
+      Interrupted: SIGINT or SIGTERM arrived; the run is in a checkpoint.
+      Diverged: a meta-loss, meta-gradient or meta-parameter was not finite.
       CheckpointError: when resuming, the newest checkpoint is damaged or from another config.
+      RunDirError: a new run's directory already holds checkpoints or metrics, or (resuming)
+        ``metrics.jsonl`` lacks records up to the checkpoint.
     """
+    if stop is None:
+        with StopSignals() as stop:
+            return run(
+                out,
+                config,
+                learner,
+                optimizer,
+                sample_tasks,
+                initial_state,
+                settings,
+                resume=resume,
+                progress=progress,
+                stop=stop,
+            )
     out = Path(out)
     checkpoint_dir = out / run_dir.CHECKPOINTS
     config = _comparable(config)
-
-    if resume:
-        state, recent = _restore(out, config, initial_state, settings)
-        first_step = int(state.step)
-        # Drop the records written after that checkpoint; the partial window is redone below.
-        logged_through = first_step - first_step % settings.log_every
-        run_dir.truncate_metrics(out / run_dir.METRICS, logged_through)
-    else:
-        state, recent, first_step = initial_state, np.zeros(0), 0
 
     def save(state: TrainState, recent: np.ndarray) -> Path:
         metadata = {"config": config, "recent_losses": recent.tolist()}
@@ -249,8 +275,26 @@ def run(
             keep=settings.keep_checkpoints,
         )
 
-    if not resume:
+    if resume:
+        state, recent = _restore(out, config, initial_state, settings)
+        first_step = int(state.step)
+        # Drop the records written after that checkpoint; the partial window is redone below.
+        logged_through = first_step - first_step % settings.log_every
+        run_dir.truncate_metrics(out / run_dir.METRICS, logged_through)
+    else:
+        existing = [
+            name for name in (run_dir.CHECKPOINTS, run_dir.METRICS) if (out / name).exists()
+        ]
+        if existing:
+            raise run_dir.RunDirError(
+                f"'{out}' already holds a run's {' and '.join(existing)}; resume it "
+                "(resume=True), or choose another directory"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        state, recent, first_step = initial_state, np.zeros(0), 0
+    if checkpoints.latest(checkpoint_dir) is None:  # a new run, or one stopped before this
         save(state, recent)
+    stop.raise_if_received(out, first_step, settings.steps)
 
     pending = recent[len(recent) - first_step % settings.log_every :]
     log = run_dir.MetricsLog(out / run_dir.METRICS)
@@ -259,38 +303,40 @@ def run(
     compile_seconds = train_seconds = 0.0
     try:
         if first_step < settings.steps:
-            with StopSignals() as stop:
 
-                def on_chunk(state: TrainState, losses: np.ndarray) -> None:
-                    nonlocal recent
-                    step = int(state.step)
-                    metrics(step, losses)
-                    recent = np.concatenate([recent, losses])[-tail_length:]
-                    due = step % settings.checkpoint_every == 0 or step == settings.steps
-                    if due or stop.received is not None:
-                        path = save(state, recent)
-                    if stop.received is not None:
-                        raise Interrupted(stop.received, step, settings.steps, path, out)
+            def on_chunk(state: TrainState, losses: np.ndarray) -> None:
+                nonlocal recent
+                step = int(state.step)
+                metrics(step, losses)
+                recent = np.concatenate([recent, losses])[-tail_length:]
+                due = step % settings.checkpoint_every == 0 or step == settings.steps
+                if due or stop.received is not None:
+                    log.sync()  # the records up to a checkpoint are on disk before it
+                    path = save(state, recent)
+                    received = stop.received  # a signal during the save counts too
+                    if received is not None:
+                        raise Interrupted(received, step, settings.steps, path, out)
 
-                try:
-                    result = meta_train(
-                        learner,
-                        optimizer,
-                        sample_tasks,
-                        state,
-                        num_steps=settings.steps - first_step,
-                        steps_per_call=settings.steps_per_call,
-                        checkpoint_every=settings.checkpoint_every,
-                        progress=progress,
-                        on_chunk=on_chunk,
-                    )
-                except NonFiniteError as error:
-                    raise Diverged(error, checkpoints.latest(checkpoint_dir)) from None
+            try:
+                result = meta_train(
+                    learner,
+                    optimizer,
+                    sample_tasks,
+                    state,
+                    num_steps=settings.steps - first_step,
+                    steps_per_call=settings.steps_per_call,
+                    checkpoint_every=settings.checkpoint_every,
+                    progress=progress,
+                    on_chunk=on_chunk,
+                )
+            except NonFiniteError as error:
+                raise Diverged(error, checkpoints.latest(checkpoint_dir)) from None
             state = result.state
             compile_seconds, train_seconds = result.compile_seconds, result.train_seconds
         metrics.flush()
     finally:
         log.close()
+    stop.raise_if_received(out, settings.steps, settings.steps)
     return RunOutcome(state, recent, first_step, compile_seconds, train_seconds)
 
 
@@ -308,19 +354,22 @@ def _restore(
     found = checkpoints.latest(checkpoint_dir)
     if found is None:  # stopped before its first checkpoint: the state is the initial one
         return initial_state, np.zeros(0)
-    state, manifest = checkpoints.load(found.path, initial_state)
     manifest_path = found.path / checkpoints.MANIFEST_FILE
-    if manifest.get("config") != config:
+    # The configs first: a checkpoint of another model would not even fit the arrays.
+    saved = _read_checkpoint(checkpoint_dir, found, checkpoints.read_manifest).get("config")
+    saved = saved if isinstance(saved, dict) else {}
+    if saved != config:
         differences = sorted(
-            key
-            for key in set(config) | set(manifest.get("config") or {})
-            if (manifest.get("config") or {}).get(key) != config.get(key)
+            key for key in set(config) | set(saved) if saved.get(key) != config.get(key)
         )
         raise checkpoints.CheckpointError(
             f"checkpoint '{manifest_path}' was written for another config than "
             f"'{out / run_dir.CONFIG}' (they differ in {', '.join(differences)}); restore the "
             "run's config.json, or start a new run"
         )
+    state, manifest = _read_checkpoint(
+        checkpoint_dir, found, lambda path: checkpoints.load(path, initial_state)
+    )
     step = int(state.step)
     if step != found.step or manifest["step"] != step:
         raise checkpoints.CheckpointError(
@@ -333,7 +382,7 @@ def _restore(
     if not (
         isinstance(recent, list)
         and len(recent) >= needed
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in recent)
+        and all(type(v) is float and math.isfinite(v) for v in recent)
     ):
         raise checkpoints.CheckpointError(
             f"checkpoint '{manifest_path}' is damaged: recent_losses must list the meta-losses "
@@ -344,3 +393,17 @@ def _restore(
             f"checkpoint '{found.path}' is at meta-step {step}, past the run's {settings.steps}"
         )
     return state, np.asarray(recent, dtype=np.float64)
+
+
+def _read_checkpoint(checkpoint_dir: Path, found: checkpoints.Checkpoint, read):
+    """``read(found.path)``, with the way to the checkpoint before added to its errors."""
+    try:
+        return read(found.path)
+    except checkpoints.CheckpointError as error:
+        older = [c for c in checkpoints.list_complete(checkpoint_dir) if c.step < found.step]
+        if not older:
+            raise
+        raise checkpoints.CheckpointError(
+            f"{error}. To resume from the checkpoint before it (meta-step {older[-1].step}), "
+            f"move '{found.path}' out of '{checkpoint_dir}'"
+        ) from None

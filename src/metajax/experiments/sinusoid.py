@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from metajax import _validation, run_dir, training_run
+from metajax._validation import MAX_INT32
 from metajax.algorithms.maml import maml
 from metajax.algorithms.meta_learner import LossFn, MetaLearner
 from metajax.algorithms.pretrain import pretrain
@@ -132,8 +133,10 @@ class SinusoidConfig:
         family = SinusoidFamily(**{name: resolved[name] for name in _FAMILY_FIELDS})
         resolved.update(_family_settings(family))  # the ranges as the family checked them
         for name in ("meta_batch_size", "k_shot", "k_query", "steps"):
-            resolved[name] = _validation.integer(name, resolved[name], 1)
-        resolved["inner_steps"] = _validation.integer("inner_steps", resolved["inner_steps"], 0)
+            resolved[name] = _validation.integer(name, resolved[name], 1, MAX_INT32)
+        resolved["inner_steps"] = _validation.integer(
+            "inner_steps", resolved["inner_steps"], 0, MAX_INT32
+        )
         for name in ("inner_lr", "meta_lr"):
             resolved[name] = _validation.positive_number(name, resolved[name])
         resolved["algorithm"] = _validation.choice("algorithm", self.algorithm, ALGORITHMS)
@@ -142,12 +145,14 @@ class SinusoidConfig:
             raise _validation.OptionError(
                 "first_order", f"false with algorithm '{self.algorithm}'", self.first_order
             )
-        resolved["hidden_sizes"] = _validation.sizes("hidden_sizes", self.hidden_sizes, 1)
+        resolved["hidden_sizes"] = _validation.sizes(
+            "hidden_sizes", self.hidden_sizes, 1, MAX_INT32
+        )
         resolved["seed"] = _validation.integer("seed", self.seed, 0)
         if resolved["seed"] >= 2**32:
             raise _validation.OptionError("seed", "an integer in [0, 2**32)", self.seed)
         for name in ("log_every", "steps_per_call", "checkpoint_every", "keep_checkpoints"):
-            resolved[name] = _validation.integer(name, getattr(self, name), 1)
+            resolved[name] = _validation.integer(name, getattr(self, name), 1, MAX_INT32)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
 
@@ -196,7 +201,7 @@ class SinusoidConfig:
             raise ValueError(f"this is a config for task {task!r}, not '{TASK_NAME}'")
         written_by = values.pop("metajax_version", "?")
         config_format = values.pop("config_format", CONFIG_FORMAT)
-        if config_format != CONFIG_FORMAT:
+        if type(config_format) is not int or config_format != CONFIG_FORMAT:
             raise ValueError(
                 f"it was written by metajax {written_by} in config format {config_format!r}; "
                 f"this metajax ({version('metajax')}) reads format {CONFIG_FORMAT}"
@@ -223,7 +228,7 @@ def load_config(path: str | Path) -> SinusoidConfig:
     values = run_dir.read_json(path)
     try:
         return SinusoidConfig.from_dict(values)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         raise run_dir.RunDirError(f"'{path}' is not a usable config: {error}") from None
 
 
@@ -333,35 +338,40 @@ def finished(path: str | Path) -> bool:
 def _train(
     config: SinusoidConfig, out: Path, *, resume: bool, progress: bool, plots: bool
 ) -> dict[str, Any]:
-    setup = build(config)
-    params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
-    optimizer = optax.adam(config.meta_lr)
-    outcome = training_run.run(
-        out,
-        config.to_dict(),
-        setup.learner,
-        optimizer,
-        setup.sample_tasks,
-        init_train_state(setup.learner, optimizer, params, setup.train_key),
-        config.run_settings,
-        resume=resume,
-        progress=progress,
-    )
-    model = eqx.combine(outcome.state.meta_params, setup.static)
-    run_dir.save_model(out / run_dir.PARAMS, model)
-    if plots:
-        plot(out)
-    trained = config.steps - outcome.resumed_from
-    summary = {
-        "steps": config.steps,
-        "final_meta_loss": float(np.mean(outcome.recent_losses[-FINAL_LOSS_WINDOW:])),
-        "final_meta_loss_window": min(FINAL_LOSS_WINDOW, config.steps),
-        "resumed_from_step": outcome.resumed_from if resume else None,
-        "compile_seconds": round(outcome.compile_seconds, 3),
-        "train_seconds": round(outcome.train_seconds, 3),
-        "steps_per_second": round(trained / outcome.train_seconds, 1) if trained else None,
-    }
-    run_dir.write_json(out / run_dir.SUMMARY, summary)
+    # Signals stop the work at the next safe point from here on, figures included.
+    with training_run.StopSignals() as stop:
+        setup = build(config)
+        params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
+        optimizer = optax.adam(config.meta_lr)
+        outcome = training_run.run(
+            out,
+            config.to_dict(),
+            setup.learner,
+            optimizer,
+            setup.sample_tasks,
+            init_train_state(setup.learner, optimizer, params, setup.train_key),
+            config.run_settings,
+            resume=resume,
+            progress=progress,
+            stop=stop,
+        )
+        model = eqx.combine(outcome.state.meta_params, setup.static)
+        run_dir.save_model(out / run_dir.PARAMS, model)
+        if plots:
+            stop.raise_if_received(out, config.steps, config.steps)
+            plot(out)
+        stop.raise_if_received(out, config.steps, config.steps)
+        trained = config.steps - outcome.resumed_from
+        summary = {
+            "steps": config.steps,
+            "final_meta_loss": float(np.mean(outcome.recent_losses[-FINAL_LOSS_WINDOW:])),
+            "final_meta_loss_window": min(FINAL_LOSS_WINDOW, config.steps),
+            "resumed_from_step": outcome.resumed_from if resume else None,
+            "compile_seconds": round(outcome.compile_seconds, 3),
+            "train_seconds": round(outcome.train_seconds, 3),
+            "steps_per_second": round(trained / outcome.train_seconds, 1) if trained else None,
+        }
+        run_dir.write_json(out / run_dir.SUMMARY, summary)
     return summary
 
 
