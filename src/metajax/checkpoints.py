@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metajax import run_dir
 from metajax.run_dir import RunDirError
 
 FORMAT = 1
@@ -99,8 +100,9 @@ def save(
     manifest["manifest_sha256"] = _manifest_sha256(manifest)
     prefix = f"{_PARTIAL_PREFIX}{directory_name(step)}-"
     partial = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
-    _write_synced(partial / STATE_FILE, state_bytes)
-    _write_synced(partial / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
+    manifest_bytes = (json.dumps(manifest, indent=2) + "\n").encode()
+    run_dir.write_synced(partial / STATE_FILE, lambda file: file.write(state_bytes))
+    run_dir.write_synced(partial / MANIFEST_FILE, lambda file: file.write(manifest_bytes))
     _fsync_directory(partial)
     final = directory / directory_name(step)
     if final.exists():  # only if a run is resumed from a copy that lacked this checkpoint
@@ -236,13 +238,6 @@ def _deserialise_leaf(file, like: Any) -> Any:
             raise ValueError(f"a PRNG key of data shape {data.shape} does not fit {like.shape}")
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
     return eqx.default_deserialise_filter_spec(file, like)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
 
 
 def _fsync_directory(path: Path) -> None:

@@ -60,12 +60,17 @@ def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     return path
 
 
-def _replace_atomically(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
+def write_synced(path: Path, write) -> None:
+    """Creates ``path`` with ``write(file)`` and flushes and fsyncs it before returning."""
+    with open(path, "wb") as file:
         write(file)
         file.flush()
         os.fsync(file.fileno())
+
+
+def _replace_atomically(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    write_synced(temporary, write)
     os.replace(temporary, path)
 
 
