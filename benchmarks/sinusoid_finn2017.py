@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metajax.experiments import sinusoid, sinusoid_eval
+import metajax
 
 # The 5-shot figures the project's issue cites from Finn et al. (2017), and the step sizes
 # (MAML's alpha; the baseline's from the legend of the paper's Figure 3).
@@ -29,7 +29,7 @@ def train_and_evaluate(config, out: Path, baseline: Path | None = None) -> dict:
     """Trains in this process; times the default `metajax eval` as a user runs it, in a fresh
     process; then, with a baseline, evaluates again to draw both in eval.json and eval.png."""
     start = time.perf_counter()
-    summary = sinusoid.train(config, out, overwrite=True, progress=False)
+    summary = metajax.train(config, out, overwrite=True, progress=False)
     trained = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "metajax", "eval", str(out)], check=True, capture_output=True
@@ -38,7 +38,7 @@ def train_and_evaluate(config, out: Path, baseline: Path | None = None) -> dict:
     baselines = {} if baseline is None else {"baseline": baseline}
     return {
         "summary": summary,
-        "report": sinusoid_eval.evaluate(out, **baselines),
+        "report": metajax.evaluate(out, **baselines),
         "train_wall_seconds": trained - start,
         "eval_wall_seconds": evaluated - trained,
     }
@@ -58,12 +58,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/finn2017"))
     args = parser.parse_args()
 
-    pretrained = train_and_evaluate(
-        sinusoid.SinusoidConfig(preset="finn2017", algorithm="pretrain"), args.out / "pretrain"
-    )
+    finn2017 = metajax.presets("sinusoid")["finn2017"]
+    pretrained = train_and_evaluate(finn2017.with_algorithm("pretrain"), args.out / "pretrain")
     runs = [
         train_and_evaluate(
-            sinusoid.SinusoidConfig(preset="finn2017", seed=seed),
+            finn2017.replace(seed=seed),
             args.out / f"maml-seed{seed}",
             baseline=args.out / "pretrain",
         )
@@ -84,7 +83,7 @@ def main() -> None:
                 " (validation)" if result["inner_lr_from"] == "validation" else ""
             )
             cells = " | ".join(cell(result, step) for step in REPORTED_STEPS)
-            print(f"| {name} | {result['k_shot']} | {step_size} | {cells} |")
+            print(f"| {name} | {result['shots']} | {step_size} | {cells} |")
     for name, (step_size, values) in PAPER_5_SHOT.items():
         cells = " | ".join(f"{value:.2f}" for value in values)
         print(f"| {name}, Finn et al. (2017) | 5 | {step_size:g} | {cells} |")
@@ -97,7 +96,7 @@ def main() -> None:
         summary = run["summary"]
         print(
             f"{name}: training {run['train_wall_seconds']:.1f} s wall "
-            f"({summary['steps_per_second']:,.0f} meta-steps/s, compile "
+            f"({summary['meta_steps_per_second']:,.0f} meta-steps/s, compile "
             f"{summary['compile_seconds']:.1f} s, plots included), `metajax eval` "
             f"{run['eval_wall_seconds']:.1f} s wall; final meta-loss "
             f"{summary['final_meta_loss']:.4f}"

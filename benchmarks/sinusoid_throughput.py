@@ -19,32 +19,28 @@ import argparse
 import time
 from functools import partial
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.example_libraries import optimizers, stax
 
-from metajax import init_train_state, meta_train
-from metajax.experiments.sinusoid import SinusoidConfig, build
+import metajax
+from metajax import meta_train
+from metajax.runs import build
 
 LAST = 1000  # the final meta-loss is the mean over the last LAST meta-steps
 
 
 def run_metajax(steps: int, seed: int) -> dict:
-    config = SinusoidConfig(steps=steps, seed=seed)
+    config = metajax.presets("sinusoid")["tutorial"].replace(meta_steps=steps, seed=seed)
     setup = build(config)
-    params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
-    optimizer = optax.adam(config.meta_lr)
-    state = init_train_state(setup.learner, optimizer, params, setup.train_key)
     result = meta_train(
         setup.learner,
-        optimizer,
+        setup.optimizer,
         setup.sample_tasks,
-        state,
-        num_steps=steps,
-        steps_per_call=config.steps_per_call,
+        setup.initial_state(),
+        meta_steps=steps,
+        steps_per_call=config.training.steps_per_call,
         progress=False,
     )
     return {

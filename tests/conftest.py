@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
+import fakes  # registers the test-only task family "lines" and algorithm "learned-lr"
 import jax
 import pytest
 
@@ -22,19 +24,30 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE.name
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
+@pytest.fixture(scope="session")
+def child_env(tmp_path_factory):
+    """The environment of a metajax subprocess: this suite's matmul precision (so its numbers
+    compare exactly) and compilation cache, and the test-only family and algorithm installed
+    as a plugin, the way a user's package would add them."""
+    plugin = fakes.plugin_path(Path(tmp_path_factory.mktemp("plugin")))
+    return {
+        **os.environ,
+        "JAX_DEFAULT_MATMUL_PRECISION": "highest",
+        "PYTHONPATH": os.pathsep.join(filter(None, [plugin, os.environ.get("PYTHONPATH")])),
+    }
+
+
 @pytest.fixture
-def run_metajax():
+def run_metajax(child_env):
     """Runs the metajax command in a fresh process, as a user would; returns the result."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        # The subprocess uses this suite's matmul precision, so its numbers compare exactly.
-        env = {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
         return subprocess.run(
             [sys.executable, "-m", "metajax", *args],
             capture_output=True,
             text=True,
             timeout=300,
-            env=env,
+            env=child_env,
         )
 
     return run

@@ -4,25 +4,23 @@ import json
 import os
 from importlib.metadata import version
 
-import equinox as eqx
 import jax
 import numpy as np
-import optax
 import pytest
+from fakes import line_config
 
-from metajax import checkpoints, init_train_state
+from metajax import checkpoints, runs
 from metajax.checkpoints import CheckpointError
-from metajax.experiments.sinusoid import SinusoidConfig, build
 
 
-def train_state(hidden_sizes=(8, 8), seed=0):
-    setup = build(SinusoidConfig(hidden_sizes=hidden_sizes, seed=seed))
-    params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
-    optimizer = optax.adam(1e-3)
-    state = init_train_state(setup.learner, optimizer, params, setup.train_key)
+def train_state(width=8, seed=0):
+    """A training state of the test-only learned-lr algorithm: meta-parameters with a learned
+    step size, Adam's state and a PRNG key."""
+    setup = runs.build(line_config(width=width, seed=seed).with_algorithm("learned-lr"))
+    state = setup.initial_state()
     # Make the optimizer state non-trivial, so that a mix-up of leaves would show.
     grads = jax.tree.map(lambda leaf: leaf * 0.5 + 1.0, state.meta_params)
-    _, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
+    _, opt_state = setup.optimizer.update(grads, state.opt_state, state.meta_params)
     return state._replace(opt_state=opt_state, step=state.step + 7)
 
 
@@ -162,7 +160,7 @@ def test_a_checkpoint_of_another_model_shape_is_refused(saved):
     with pytest.raises(
         CheckpointError, match=r"state.eqx' does not fit this run's state: .*changed shape"
     ):
-        checkpoints.load(path, train_state(hidden_sizes=(8, 9)))
+        checkpoints.load(path, train_state(width=9))
 
 
 def test_files_are_synced_before_the_rename_makes_them_visible(tmp_path, monkeypatch):

@@ -5,7 +5,9 @@ import json
 import pytest
 from PIL import Image
 
-from metajax.cli import build_parser, main, sinusoid_config
+import metajax
+from metajax import registry
+from metajax.cli import build_parser, main, train_config
 
 
 def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
@@ -14,13 +16,13 @@ def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
         [
             "train",
             "sinusoid",
-            "--steps",
+            "--meta-steps",
             "200",
             "--steps-per-call",
             "100",
             "--log-every",
             "50",
-            "--k-shot",
+            "--shots",
             "10",
             "--inner-steps",
             "2",
@@ -39,12 +41,13 @@ def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
             image.load()
             assert image.format == "PNG" and image.size == (900, 540)
     config = json.loads((out / "config.json").read_text())
-    assert (config["steps"], config["k_shot"], config["inner_steps"], config["seed"]) == (
-        200,
-        10,
-        2,
-        3,
+    assert (config["family"], config["preset"], config["algorithm"]) == (
+        "sinusoid",
+        "tutorial",
+        "maml",
     )
+    assert config["training"]["meta_steps"] == 200 and config["training"]["seed"] == 3
+    assert (config["task"]["shots"], config["hparams"]["inner_steps"]) == (10, 2)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
     summary = json.loads((out / "summary.json").read_text())
     printed = capsys.readouterr().out.strip().splitlines()[-1]
@@ -79,7 +82,7 @@ def test_train_writes_a_run_directory_with_both_figures(tmp_path, capsys):
 
 
 def parse_config(*args):
-    return sinusoid_config(build_parser().parse_args(["train", "sinusoid", *args]))
+    return train_config(build_parser().parse_args(["train", "sinusoid", *args]))
 
 
 def test_every_option_reaches_the_config():
@@ -100,9 +103,9 @@ def test_every_option_reaches_the_config():
         "3",
         "--meta-batch-size",
         "8",
-        "--k-shot",
+        "--shots",
         "5",
-        "--k-query",
+        "--query-shots",
         "15",
         "--inner-lr",
         "0.05",
@@ -110,7 +113,7 @@ def test_every_option_reaches_the_config():
         "3",
         "--meta-lr",
         "0.002",
-        "--steps",
+        "--meta-steps",
         "123",
         "--seed",
         "9",
@@ -127,33 +130,38 @@ def test_every_option_reaches_the_config():
         "2",
     )
     assert config.to_dict() | {"metajax_version": None} == {
-        "task": "sinusoid",
-        "config_format": 1,
+        "config_format": 2,
         "metajax_version": None,
-        "algorithm": "maml",
+        "family": "sinusoid",
         "preset": "finn2017",
-        "amplitude_range": [1.0, 2.0],
-        "phase_range": [0.0, 1.0],
-        "x_range": [-3.0, 3.0],
-        "meta_batch_size": 8,
-        "k_shot": 5,
-        "k_query": 15,
-        "inner_lr": 0.05,
-        "inner_steps": 3,
-        "meta_lr": 0.002,
-        "steps": 123,
-        "first_order": True,
-        "hidden_sizes": [16, 8],
-        "seed": 9,
-        "log_every": 7,
-        "steps_per_call": 11,
-        "checkpoint_every": 50,
-        "keep_checkpoints": 2,
+        "task": {
+            "amplitude_range": [1.0, 2.0],
+            "phase_range": [0.0, 1.0],
+            "x_range": [-3.0, 3.0],
+            "shots": 5,
+            "query_shots": 15,
+            "hidden_sizes": [16, 8],
+        },
+        "algorithm": "maml",
+        "hparams": {"inner_lr": 0.05, "inner_steps": 3, "first_order": True},
+        "training": {
+            "meta_steps": 123,
+            "meta_batch_size": 8,
+            "meta_lr": 0.002,
+            "seed": 9,
+            "log_every": 7,
+            "steps_per_call": 11,
+            "checkpoint_every": 50,
+            "keep_checkpoints": 2,
+        },
     }
     # Options not given come from the preset.
-    assert parse_config("--preset", "finn2017").meta_batch_size == 25
-    assert parse_config().meta_batch_size == 4
-    assert parse_config("--algorithm", "pretrain").algorithm == "pretrain"
+    assert parse_config("--preset", "finn2017").training.meta_batch_size == 25
+    assert parse_config() == metajax.presets("sinusoid")["tutorial"]
+    # Another algorithm keeps the preset's values of the settings they share.
+    pretrain = parse_config("--preset", "finn2017", "--algorithm", "pretrain")
+    assert pretrain.algorithm == metajax.Pretrain(inner_lr=0.01, inner_steps=1)
+    assert parse_config("--first-order", "--no-first-order").algorithm.first_order is False
 
 
 def test_help_documents_every_option(run_metajax):
@@ -161,11 +169,11 @@ def test_help_documents_every_option(run_metajax):
     assert result.returncode == 0
     for flag in (
         "--meta-batch-size",
-        "--k-shot",
-        "--k-query",
+        "--shots",
+        "--query-shots",
         "--inner-lr",
         "--inner-steps",
-        "--steps",
+        "--meta-steps",
         "--first-order",
         "--preset",
         "--seed",
@@ -173,20 +181,52 @@ def test_help_documents_every_option(run_metajax):
         "--meta-lr",
         "--amplitude-range",
         "--overwrite",
+        "--tensorboard",
     ):
         assert flag in result.stdout
-    assert "20000 with tutorial, 70000 with finn2017" in " ".join(result.stdout.split())
+    text = " ".join(result.stdout.split())
+    assert (
+        "meta-steps (outer-loop updates) (default: 20000 with tutorial, 70000 with finn2017)"
+        in text
+    )
+    assert (
+        "first-order MAML: no gradients through the inner-loop gradients (default: off; maml only)"
+        in text
+    )
+    # Every registered family is a command of its own, with its own settings.
+    result = run_metajax("train", "--help")
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0 and "usage: metajax train {sinusoid|lines} [OPTIONS]" in text
+    assert "sinusoid Sinusoid regression (Finn et al., 2017) lines Line regression" in text
+    result = run_metajax("train", "lines", "--help")
+    assert "--slope-range LOW HIGH" in result.stdout and "--amplitude-range" not in result.stdout
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--steps", "-5"], "argument --steps: must be an integer in [1, 2147483647], got -5"),
-        (["--k-shot", "0"], "argument --k-shot: must be an integer in [1, 2147483647], got 0"),
+        (
+            ["--meta-steps", "-5"],
+            "argument --meta-steps: must be an integer in [1, 2147483647], got -5",
+        ),
+        (["--shots", "0"], "argument --shots: must be an integer in [1, 2147483647], got 0"),
         (["--preset", "imagenet"], "argument --preset: invalid choice: 'imagenet'"),
         (["--inner-lr", "abc"], "argument --inner-lr: invalid float value: 'abc'"),
         (["--inner-lr", "-1"], "argument --inner-lr: must be a finite number > 0, got -1.0"),
         (["--amplitude-range", "2", "1"], "argument --amplitude-range: must be a pair"),
+        (
+            ["--algorithm", "pretrain", "--first-order"],
+            "argument --first-order: is not a setting of task family 'sinusoid', algorithm "
+            "'pretrain' or the training settings",
+        ),
+        (
+            ["--seed", "4294967296"],
+            "argument --seed: must be an integer in [0, 4294967295], got 4294967296",
+        ),
+        (
+            ["--hidden-sizes", "40", "99999999999"],
+            "argument --hidden-sizes: must be a list of at least 1 integers in [1, 2147483647]",
+        ),
     ],
 )
 def test_bad_arguments_exit_non_zero_with_a_message_and_no_traceback(
@@ -217,14 +257,16 @@ def test_run_directory_names_are_checked(args, message, capsys):
 
 def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
-    status = main(["train", "sinusoid", "--steps", "5", "--out", str(tmp_path / "afile" / "run")])
+    status = main(
+        ["train", "sinusoid", "--meta-steps", "5", "--out", str(tmp_path / "afile" / "run")]
+    )
     assert status == 1
     assert "metajax: error: [Errno 20] Not a directory" in capsys.readouterr().err
 
 
 def test_an_existing_run_is_refused_without_overwrite(tmp_path, run_metajax):
     (tmp_path / "config.json").write_text("{}")
-    result = run_metajax("train", "sinusoid", "--steps", "10", "--out", str(tmp_path))
+    result = run_metajax("train", "sinusoid", "--meta-steps", "10", "--out", str(tmp_path))
     assert result.returncode == 1
     assert (
         "already holds an unfinished run (config.json); continue it with --resume, choose another "
@@ -244,26 +286,35 @@ def test_plot_checks_its_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["plot", str(tmp_path), "--adapt-steps", "0"])
     assert exit.value.code == 2
-    assert "argument --adapt-steps: must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "argument --adapt-steps: must be an integer in [1, 50], got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["plot", str(tmp_path), "--adapt-steps", "99999999999"])
+    assert "argument --adapt-steps: must be an integer in [1, 50], got 99999999999" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "metajax train: error: choose a task (sinusoid), --config FILE or --resume RUN_DIR"),
+        (
+            [],
+            "metajax train: error: choose a task family (sinusoid, lines), --config FILE or "
+            "--resume RUN_DIR",
+        ),
         (
             ["--resume", "run", "--out", "elsewhere"],
             "argument --resume: continues a run with its saved config and directory; drop --out",
         ),
         (
             ["--resume", "run", "sinusoid"],
-            "argument --resume: continues a run with its saved config and directory; drop TASK "
+            "argument --resume: continues a run with its saved config and directory; drop FAMILY "
             "sinusoid",
         ),
         (
-            ["--config", "c.json", "sinusoid", "--steps", "5"],
-            "argument --config: the config file holds every setting; drop TASK sinusoid and its "
-            "options",
+            ["--config", "c.json", "sinusoid", "--meta-steps", "5"],
+            "argument --config: the config file holds every setting; drop FAMILY sinusoid and "
+            "its options",
         ),
         (["--resume", "run", "--config", "c.json"], "not allowed with argument"),
         (["--resume", ""], "argument --resume: must name a run directory, got ''"),
@@ -300,18 +351,37 @@ def write_config(path, **changes):
         (None, "metajax: error: config file '{path}' does not exist"),
         ("{not json", "metajax: error: '{path}' is not valid JSON"),
         (
-            '{"k_shot": 5, "learning_rate": 1}',
+            '{"family": "sinusoid", "learning_rate": 1}',
             "metajax: error: '{path}' is not a usable config: unknown config keys: learning_rate",
         ),
         (
-            '{"k_shot": 0}',
-            "metajax: error: '{path}' is not a usable config: `k_shot` must be an integer in "
+            '{"family": "sinusoid", "task": {"shots": 5, "k_query": 1}}',
+            "metajax: error: '{path}' is not a usable config: unknown config keys in task: k_query",
+        ),
+        (
+            '{"family": "sinusoid", "task": {"shots": 0}}',
+            "metajax: error: '{path}' is not a usable config: `shots` must be an integer in "
             "[1, 2147483647], got 0",
         ),
         (
-            '{"task": "omniglot"}',
-            "metajax: error: '{path}' is not a usable config: this is a config for task "
-            "'omniglot', not 'sinusoid'",
+            '{"family": "omniglot"}',
+            "metajax: error: '{path}' is not a usable config: `family` must be one of "
+            "['lines', 'sinusoid'], got 'omniglot'",
+        ),
+        (
+            '{"training": {"seed": 1}}',
+            "metajax: error: '{path}' is not a usable config: a config must name its task "
+            "family: \"family\": one of ['lines', 'sinusoid']",
+        ),
+        (
+            '{"family": "sinusoid", "preset": "imagenet"}',
+            "metajax: error: '{path}' is not a usable config: `preset` must be one of "
+            "['finn2017', 'tutorial'], got 'imagenet'",
+        ),
+        (
+            '{"family": "sinusoid", "algorithm": "reptile"}',
+            "metajax: error: '{path}' is not a usable config: `algorithm` must be one of "
+            "['learned-lr', 'maml', 'pretrain'], got 'reptile'",
         ),
         (
             '{"config_format": true}',
@@ -319,7 +389,7 @@ def write_config(path, **changes):
             "config format True; this metajax",
         ),
         (
-            '{"inner_lr": 1' + "0" * 400 + "}",
+            '{"family": "sinusoid", "hparams": {"inner_lr": 1' + "0" * 400 + "}}",
             "metajax: error: '{path}' is not a usable config: `inner_lr` must be a finite number "
             "> 0, got 1000",
         ),
@@ -327,6 +397,11 @@ def write_config(path, **changes):
             '{"config_format": 7, "metajax_version": "3.0"}',
             "metajax: error: '{path}' is not a usable config: it was written by metajax 3.0 in "
             "config format 7; this metajax",
+        ),
+        (
+            '{"task": "sinusoid", "k_shot": 0}',
+            "metajax: error: '{path}' is not a usable config: `shots` must be an integer in "
+            "[1, 2147483647], got 0",
         ),
     ],
 )
@@ -342,7 +417,7 @@ def test_a_bad_config_file_is_named(tmp_path, contents, message, capsys):
 
 def test_a_non_finite_meta_loss_exits_with_status_1_and_names_the_step(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "sinusoid", "--inner-lr", "1e30", "--steps", "200", "--out", str(out)]
+    args = ["train", "sinusoid", "--inner-lr", "1e30", "--meta-steps", "200", "--out", str(out)]
     assert main([*args, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(
@@ -361,11 +436,11 @@ def test_a_non_finite_meta_loss_exits_with_status_1_and_names_the_step(tmp_path,
 def test_resume_of_a_missing_or_foreign_run_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 1
     assert f"run directory '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
-    write_config(tmp_path / "config.json", task="omniglot")
+    write_config(tmp_path / "config.json", family="omniglot")
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert (
-        f"metajax: error: '{tmp_path}/config.json' is a config for task 'omniglot', which "
-        "metajax lacks"
+        f"metajax: error: '{tmp_path}/config.json' is not a usable config: `family` must be one "
+        "of ['lines', 'sinusoid'], got 'omniglot'"
     ) in capsys.readouterr().err
     (tmp_path / "config.json").unlink()
     assert main(["train", "--resume", str(tmp_path)]) == 1
@@ -383,7 +458,7 @@ def test_paths_that_are_not_what_they_should_be_are_named(tmp_path, capsys):
         f"metajax: error: '{tmp_path}' is a directory; give a config file such as "
         f"'{tmp_path}/config.json'"
     ) in capsys.readouterr().err
-    args = ["train", "sinusoid", "--steps", "5", "--out", str(tmp_path / "afile")]
+    args = ["train", "sinusoid", "--meta-steps", "5", "--out", str(tmp_path / "afile")]
     assert main(args) == 1
     assert f"run directory '{tmp_path}/afile' is a file; choose a directory" in (
         capsys.readouterr().err
@@ -392,10 +467,38 @@ def test_paths_that_are_not_what_they_should_be_are_named(tmp_path, capsys):
 
 def test_resuming_a_finished_run_says_so_and_succeeds(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "sinusoid", "--steps", "20", "--steps-per-call", "10", "--out", str(out)]
+    args = ["train", "sinusoid", "--meta-steps", "20", "--steps-per-call", "10", "--out", str(out)]
     assert main([*args, "--no-plots", "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["train", "--resume", str(out)]) == 0
     assert capsys.readouterr().out == (
         f"metajax: the run in {out} has already finished; nothing to resume\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "sinusoid", "--k-shot", "5", "--steps", "10"],
+            "metajax train sinusoid: error: unrecognized arguments: --k-shot 5 --steps 10 "
+            "(--k-shot is now --shots; --steps is now --meta-steps)",
+        ),
+        (
+            ["eval", "run", "--steps", "3", "--query-points=k"],
+            "metajax eval: error: unrecognized arguments: --steps 3 --query-points=k (--steps is "
+            "now --adapt-steps; --query-points is now --query-shots)",
+        ),
+    ],
+)
+def test_flags_renamed_since_version_0_1_are_named_with_their_new_names(args, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_families_and_algorithms_come_from_the_registry():
+    # The families the command offers are the registered ones, the test family included.
+    assert list(registry.families()) == ["sinusoid", "lines"]
+    assert list(registry.algorithms()) == ["maml", "pretrain", "learned-lr"]

@@ -4,22 +4,25 @@ import dataclasses
 import json
 import math
 
-import equinox as eqx
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from metajax import OptionError, adaptation_curve, mean_and_ci95, mse_loss, run_dir
-from metajax.experiments import sinusoid
-from metajax.experiments.sinusoid_eval import (
+import metajax
+from metajax import OptionError, adaptation_curve, mean_and_ci95, run_dir
+from metajax import runs as runs_module
+from metajax.config import TEST_STREAM, VALIDATION_STREAM
+from metajax.harness import (
     STEP_SIZE_GRID,
     EvalSettings,
     EvaluationError,
     evaluate,
-    evaluate_model,
+    evaluate_run,
     evaluation_tasks,
 )
+
+TUTORIAL = metajax.presets("sinusoid")["tutorial"]
 
 
 def test_confidence_interval_matches_a_hand_computation():
@@ -38,14 +41,14 @@ def test_confidence_interval_matches_a_hand_computation():
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for algorithm in ("maml", "pretrain"):
-        config = sinusoid.SinusoidConfig(
-            algorithm=algorithm, steps=300, steps_per_call=100, log_every=100
+        config = TUTORIAL.with_algorithm(algorithm).replace(
+            meta_steps=300, steps_per_call=100, log_every=100
         )
-        sinusoid.train(config, root / algorithm, progress=False, plots=False)
+        metajax.train(config, root / algorithm, progress=False, plots=False)
     return root / "maml", root / "pretrain"
 
 
-SMALL = EvalSettings(num_tasks=100, shots=(10, 20), num_steps=3, validation_tasks=50)
+SMALL = EvalSettings(num_tasks=100, shots=(10, 20), adapt_steps=3, validation_tasks=50)
 
 
 def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
@@ -57,17 +60,17 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
     assert report["settings"] == {
         "num_tasks": 100,
         "shots": [10, 20],
-        "num_steps": 3,
+        "adapt_steps": 3,
         "inner_lr": None,
         "tune_inner_lr": None,
-        "query_points": 100,
+        "query_shots": None,
         "eval_seed": 0,
         "validation_tasks": 50,
     }
     assert set(report) == {
         "settings",
         "run",
-        "task",
+        "family",
         "algorithm",
         "label",
         "results",
@@ -80,8 +83,9 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
         (report["baseline"], "pretrain", "pretrained", pretrain_run),
     ):
         assert (run["algorithm"], run["label"], run["run"]) == (algorithm, label, str(path))
-        assert run["task"] == "sinusoid" and run["seconds"] > 0
-        assert [result["k_shot"] for result in run["results"]] == [10, 20]
+        assert run["family"] == "sinusoid" and run["seconds"] > 0
+        assert [result["shots"] for result in run["results"]] == [10, 20]
+        assert [result["query_shots"] for result in run["results"]] == [100, 100]
         for result in run["results"]:
             for field in ("mse_mean", "mse_ci95", "mse_median", "non_finite"):
                 assert len(result[field]) == 4, field
@@ -99,7 +103,7 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
         # The chosen step size beats the largest and the smallest of the grid on the test tasks.
         for other in (STEP_SIZE_GRID[0], STEP_SIZE_GRID[-1]):
             if other != result["inner_lr"]:
-                settings = dataclasses.replace(SMALL, shots=(result["k_shot"],), inner_lr=other)
+                settings = dataclasses.replace(SMALL, shots=(result["shots"],), inner_lr=other)
                 (fixed,) = evaluate(pretrain_run, settings, write=False)["results"]
                 assert result["mse_mean"][3] < fixed["mse_mean"][3]
 
@@ -115,43 +119,40 @@ def test_a_short_run_is_better_after_adaptation_than_before(runs):
 
 
 def test_same_evaluation_seed_same_numbers_bit_for_bit(runs):
-    config, model = sinusoid.load(runs[0])
-    first = evaluate_model(config, model, SMALL)
-    assert evaluate_model(config, model, SMALL) == first
-    other_seed = evaluate_model(config, model, dataclasses.replace(SMALL, eval_seed=1))
+    run = metajax.load(runs[0])
+    first = evaluate_run(run, SMALL)
+    assert evaluate_run(run, SMALL) == first
+    other_seed = evaluate_run(run, dataclasses.replace(SMALL, eval_seed=1))
     for ours, theirs in zip(first, other_seed, strict=True):
-        assert ours["k_shot"] == theirs["k_shot"] and ours["mse_mean"] != theirs["mse_mean"]
+        assert ours["shots"] == theirs["shots"] and ours["mse_mean"] != theirs["mse_mean"]
 
 
 def test_results_are_the_adaptation_curves_of_the_evaluation_tasks(runs):
-    config, model = sinusoid.load(runs[0])
-    settings = EvalSettings(num_tasks=50, shots=(4, 8), num_steps=2, query_points="k")
-    results = evaluate_model(config, model, settings)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    run = metajax.load(runs[0])
+    settings = EvalSettings(num_tasks=50, shots=(4, 8), adapt_steps=2, query_shots="shots")
+    results = evaluate_run(run, settings)
 
-    def loss_fn(params, batch):
-        return mse_loss(eqx.combine(params, static), batch)
+    def mse(params, batch):
+        return run.loss_fn(params, batch)[0]
 
-    learner = sinusoid.make_learner(config, loss_fn)
     for k, result in zip((4, 8), results, strict=True):
-        tasks = evaluation_tasks(config, settings, k)
+        tasks = evaluation_tasks(run.config.task, settings, k)
         assert tasks.support[0].shape == (50, k, 1) and tasks.query[0].shape == (50, k, 1)
-        curve = np.asarray(adaptation_curve(learner, loss_fn, params, tasks, 2))
+        curve = np.asarray(adaptation_curve(run.learner, mse, run.meta_params, tasks, 2))
+        assert curve.shape == (50, 3)
         np.testing.assert_allclose(result["mse_mean"], curve.mean(axis=0), rtol=1e-5)
         np.testing.assert_allclose(result["mse_median"], np.median(curve, axis=0), rtol=1e-5)
-        assert result["non_finite"] == [0, 0, 0]
+        assert result["non_finite"] == [0, 0, 0] and result["query_shots"] == k
 
 
 def test_the_tasks_of_one_k_do_not_depend_on_the_other_values_of_k(runs):
-    config, model = sinusoid.load(runs[0])
-    alone = evaluate_model(config, model, EvalSettings(num_tasks=50, shots=(5,), num_steps=1))
-    (_, together) = evaluate_model(
-        config, model, EvalSettings(num_tasks=50, shots=(20, 5), num_steps=1)
-    )
+    run = metajax.load(runs[0])
+    alone = evaluate_run(run, EvalSettings(num_tasks=50, shots=(5,), adapt_steps=1))
+    (_, together) = evaluate_run(run, EvalSettings(num_tasks=50, shots=(20, 5), adapt_steps=1))
     assert alone[0] == together
     # Every K sees the same sinusoids and query points.
     settings = EvalSettings(num_tasks=50)
-    five, twenty = (evaluation_tasks(config, settings, k) for k in (5, 20))
+    five, twenty = (evaluation_tasks(run.config.task, settings, k) for k in (5, 20))
     np.testing.assert_array_equal(five.query[1], twenty.query[1])
     assert five.query[0].shape == (50, 100, 1)
 
@@ -159,8 +160,8 @@ def test_the_tasks_of_one_k_do_not_depend_on_the_other_values_of_k(runs):
 def test_evaluation_tasks_are_not_training_tasks(runs):
     # A task is identified by its support inputs: any three of them coincide by chance with
     # probability about (1e-7)^3, while tasks from the same key would share all of them.
-    config, _ = sinusoid.load(runs[0])
-    setup = sinusoid.build(config)
+    config = metajax.load(runs[0]).config
+    setup = runs_module.build(config)
     training = jax.vmap(setup.sample_tasks)(
         jax.vmap(jax.random.fold_in, in_axes=(None, 0))(setup.train_key, np.arange(300))
     )
@@ -172,8 +173,8 @@ def test_evaluation_tasks_are_not_training_tasks(runs):
     assert len(train) == 300 * 4
     settings = EvalSettings()
     test, validation = (
-        fingerprints(evaluation_tasks(config, settings, 20, stream).support[0])
-        for stream in (sinusoid.TEST_STREAM, sinusoid.VALIDATION_STREAM)
+        fingerprints(evaluation_tasks(config.task, settings, 20, stream).support[0])
+        for stream in (TEST_STREAM, VALIDATION_STREAM)
     )
     assert len(test) == 600 and len(validation) == 200
     assert not (test & train) and not (validation & train) and not (test & validation)
@@ -182,17 +183,35 @@ def test_evaluation_tasks_are_not_training_tasks(runs):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(shots=(5, 0)), r"`shots` must be a list of at least 1 integers >= 1, got \(5, 0\)"),
-        (dict(shots=()), r"`shots` must be a list of at least 1 integers >= 1, got \(\)"),
-        (dict(num_tasks=1), r"`num_tasks` must be an integer >= 2, got 1"),
-        (dict(num_steps=-1), r"`num_steps` must be an integer >= 0, got -1"),
-        (dict(query_points="all"), r"`query_points` must be an integer >= 1 or 'k', got 'all'"),
+        (
+            dict(shots=(5, 0)),
+            r"`shots` must be a list of at least 1 integers in \[1, 2147483647\], got \(5, 0\)",
+        ),
+        (dict(shots=()), r"`shots` must be a list of at least 1 integers in \[1, 2147483647\]"),
+        (dict(num_tasks=1), r"`num_tasks` must be an integer in \[2, 2147483647\], got 1"),
+        (
+            dict(num_tasks=99999999999),
+            r"`num_tasks` must be an integer in \[2, 2147483647\], got 99999999999",
+        ),
+        (dict(adapt_steps=-1), r"`adapt_steps` must be an integer in \[0, 2147483647\], got -1"),
+        (
+            dict(adapt_steps=99999999999),
+            r"`adapt_steps` must be an integer in \[0, 2147483647\], got 99999999999",
+        ),
+        (
+            dict(eval_seed=10**20),
+            r"`eval_seed` must be an integer in \[0, 4294967295\], got 100000000000000000000",
+        ),
+        (
+            dict(query_shots="all"),
+            r"`query_shots` must be an integer in \[1, 2147483647\] or 'shots', got 'all'",
+        ),
         (dict(inner_lr=-0.1), r"`inner_lr` must be a finite number > 0, got -0.1"),
         (dict(inner_lr=0.1, tune_inner_lr=True), r"`inner_lr` must be left unset when tuning"),
-        (dict(shots=(5, 5)), r"`shots` must be distinct values of K, got \(5, 5\)"),
+        (dict(shots=(5, 5)), r"`shots` must be distinct values, got \(5, 5\)"),
         (
-            dict(tune_inner_lr=True, num_steps=0),
-            r"`num_steps` must be at least 1 when tuning the step size, got 0",
+            dict(tune_inner_lr=True, adapt_steps=0),
+            r"`adapt_steps` must be at least 1 when tuning the step size, got 0",
         ),
     ],
 )
@@ -206,9 +225,10 @@ def test_missing_or_foreign_runs_give_clear_errors(tmp_path, runs):
         evaluate(tmp_path / "nowhere", SMALL)
     foreign = tmp_path / "omniglot"
     foreign.mkdir()
-    (foreign / "config.json").write_text(json.dumps({"task": "omniglot", "n_way": 5}))
+    (foreign / "config.json").write_text(json.dumps({"family": "omniglot", "task": {"ways": 5}}))
     with pytest.raises(
-        run_dir.RunDirError, match=r"not a usable config: this is a config for task 'omniglot'"
+        run_dir.RunDirError,
+        match=r"not a usable config: `family` must be one of \['lines', 'sinusoid'\], got 'omni",
     ):
         evaluate(foreign, SMALL)
     with pytest.raises(run_dir.RunDirError, match=r"does not exist"):
@@ -216,31 +236,29 @@ def test_missing_or_foreign_runs_give_clear_errors(tmp_path, runs):
 
 
 def test_settings_are_stored_as_plain_python_values():
-    settings = EvalSettings(
-        num_tasks=np.int64(10), query_points=np.int64(5), tune_inner_lr=np.True_
-    )
-    assert json.dumps(dataclasses.asdict(settings))
-    assert type(settings.query_points) is int and type(settings.tune_inner_lr) is bool
+    settings = EvalSettings(num_tasks=np.int64(10), query_shots=np.int64(5), tune_inner_lr=np.True_)
+    assert json.dumps(settings.to_json())
+    assert type(settings.query_shots) is int and type(settings.tune_inner_lr) is bool
 
 
 def test_a_pretrained_run_adapting_zero_steps_needs_no_step_size(runs):
-    config, model = sinusoid.load(runs[1])
-    (result,) = evaluate_model(config, model, EvalSettings(num_tasks=10, shots=(5,), num_steps=0))
+    run = metajax.load(runs[1])
+    (result,) = evaluate_run(run, EvalSettings(num_tasks=10, shots=(5,), adapt_steps=0))
     assert result["inner_lr_from"] == "run" and "validation" not in result
 
 
 def test_tuning_that_diverges_everywhere_is_an_error(runs):
-    config, model = sinusoid.load(runs[1])
-    steep = jax.tree.map(lambda leaf: leaf * 1e3, model)
+    run = metajax.load(runs[1])
+    steep = run._replace(meta_params=jax.tree.map(lambda leaf: leaf * 1e3, run.meta_params))
     with pytest.raises(
         EvaluationError, match=r"every step size in \[0.001, .*\] diverges on the 5-shot"
     ):
-        evaluate_model(config, steep, EvalSettings(num_tasks=10, shots=(5,), validation_tasks=10))
+        evaluate_run(steep, EvalSettings(num_tasks=10, shots=(5,), validation_tasks=10))
 
 
 def test_a_baseline_of_another_task_family_is_refused(runs, tmp_path):
-    other = sinusoid.SinusoidConfig(preset="finn2017", steps=10, steps_per_call=10)
-    sinusoid.train(other, tmp_path / "finn", progress=False, plots=False)
+    other = metajax.presets("sinusoid")["finn2017"].replace(meta_steps=10, steps_per_call=10)
+    metajax.train(other, tmp_path / "finn", progress=False, plots=False)
     eval_json = runs[0] / "eval.json"
     before = eval_json.read_bytes() if eval_json.exists() else None
     with pytest.raises(EvaluationError, match=r"the baseline '.*finn' was trained on other tasks"):
@@ -248,8 +266,10 @@ def test_a_baseline_of_another_task_family_is_refused(runs, tmp_path):
     assert (eval_json.read_bytes() if eval_json.exists() else None) == before
 
 
-def test_cli_prints_a_table_and_writes_the_report(runs, run_metajax):
+def test_cli_prints_a_table_and_writes_the_report(runs, run_metajax, tmp_path):
     maml_run, pretrain_run = runs
+    out = tmp_path / "report"
+    before = {path.name: path.read_bytes() for path in maml_run.iterdir() if path.is_file()}
     result = run_metajax(
         "eval",
         str(maml_run),
@@ -259,28 +279,36 @@ def test_cli_prints_a_table_and_writes_the_report(runs, run_metajax):
         "50",
         "--shots",
         "5",
-        "--steps",
+        "--adapt-steps",
         "5",
         "--validation-tasks",
         "20",
-        "--query-points",
-        "k",
+        "--query-shots",
+        "shots",
+        "--out",
+        str(out),
+        "--no-plots",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("MAML (") and "50 held-out tasks, mean +- 95% CI" in lines[0]
+    assert lines[0] == (f"MAML ({maml_run}): MSE over 50 held-out tasks, mean +- 95% CI [median]")
     assert lines[1].split() == ["K", "step", "size", "0", "steps", "1", "step", "5", "steps"]
-    report = json.loads((maml_run / "eval.json").read_text())
+    report = json.loads((out / "eval.json").read_text())
+    assert sorted(path.name for path in out.iterdir()) == ["eval.json"]  # --no-plots
     (maml_5,) = report["results"]
     row = lines[2].split()
-    assert row[:2] == ["5", "0.1"]
+    # K, step size, then mean +- ci95 [median] for each step.
+    assert row[:2] == ["5", "0.1"] and row[3] == "+-"
     assert float(row[2]) == pytest.approx(maml_5["mse_mean"][0], abs=1e-4)
+    assert float(row[4]) == pytest.approx(maml_5["mse_ci95"][0], abs=1e-4)
+    assert float(row[5].strip("[]")) == pytest.approx(maml_5["mse_median"][0], abs=1e-4)
     assert "pretrained (" in result.stdout and "* chosen on validation tasks" in result.stdout
-    assert report["settings"]["query_points"] == "k"
+    assert lines[-1] == f"metajax: wrote {out}/eval.json"
+    assert report["settings"]["query_shots"] == "shots"
     # Another process, the same numbers: bit for bit on CPUs. (On a GPU, seen on an H200,
     # XLA may pick kernels per process that sum in another order.)
     settings = EvalSettings(
-        num_tasks=50, shots=(5,), num_steps=5, validation_tasks=20, query_points="k"
+        num_tasks=50, shots=(5,), adapt_steps=5, validation_tasks=20, query_shots="shots"
     )
     again = evaluate(maml_run, settings, baseline=pretrain_run, write=False)
     for run, other in ((report, again), (report["baseline"], again["baseline"])):
@@ -290,14 +318,31 @@ def test_cli_prints_a_table_and_writes_the_report(runs, run_metajax):
             for ours, theirs in zip(run["results"], other["results"], strict=True):
                 assert ours["inner_lr"] == theirs["inner_lr"]
                 np.testing.assert_allclose(ours["mse_mean"], theirs["mse_mean"], rtol=1e-4)
+    # With --out, the run directory is left alone.
+    assert {path.name: path.read_bytes() for path in maml_run.iterdir() if path.is_file()} == (
+        before
+    )
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--shots", "0"], "argument --shots: must be a list of at least 1 integers >= 1"),
-        (["--steps", "-1"], "argument --steps: must be an integer >= 0, got -1"),
-        (["--query-points", "many"], "argument --query-points: must be an integer or k"),
+        (["--shots", "0"], "argument --shots: must be a list of at least 1 integers in [1, "),
+        (["--adapt-steps", "-1"], "argument --adapt-steps: must be an integer in [0, 2147483647]"),
+        (
+            ["--adapt-steps", "99999999999"],
+            "argument --adapt-steps: must be an integer in [0, 2147483647], got 99999999999",
+        ),
+        (
+            ["--num-tasks", "99999999999"],
+            "argument --num-tasks: must be an integer in [2, 2147483647], got 99999999999",
+        ),
+        (
+            ["--eval-seed", "100000000000000000000"],
+            "argument --eval-seed: must be an integer in [0, 4294967295], got "
+            "100000000000000000000",
+        ),
+        (["--query-shots", "many"], "argument --query-shots: must be an integer or shots"),
     ],
 )
 def test_cli_rejects_bad_options(runs, args, message, run_metajax):

@@ -5,10 +5,13 @@ Each test starts ``metajax train`` in a subprocess, stops it, resumes it with
 the parameters and metrics must be the same bytes. Some signals come from this process while the
 child trains (slowed down, so that they land mid-run); others the child sends itself from inside
 a chosen function, to hit exact points such as the middle of a checkpoint write.
+
+The runs are of the test-only family ``lines`` and algorithm ``learned-lr`` (fakes.py), which
+the metajax command loads as a plugin: the machinery is the same for every family, and this
+also shows that a family and an algorithm from outside metajax survive every interruption.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +22,10 @@ import pytest
 # Checkpoints at 0, 600, 1200, 1800 and 2000; a metrics record every 70 steps and the last 40.
 TRAIN_ARGS = [
     "train",
-    "sinusoid",
-    "--steps",
+    "lines",
+    "--algorithm",
+    "learned-lr",
+    "--meta-steps",
     "2000",
     "--steps-per-call",
     "100",
@@ -33,11 +38,12 @@ TRAIN_ARGS = [
     "--no-progress",
 ]
 
-# Runs the metajax command after patching one function to send a signal, or to slow it down.
+# Runs the metajax command after patching one public function to send a signal, or to slow
+# it down.
 CHILD = r"""
 import os, signal, sys, time
 from pathlib import Path
-from metajax import checkpoints, run_dir
+from metajax import checkpoints, metrics, plots
 from metajax.cli import main
 
 mode, args = sys.argv[1], sys.argv[2:]
@@ -46,46 +52,38 @@ def send(number):
     os.kill(os.getpid(), number)
 
 if mode == "slow":  # a slow disk: the parent's signals land mid-run
-    write = run_dir.MetricsLog.write
-    def slow_write(self, record):
-        write(self, record)
+    write = metrics.JsonlMetrics.write
+    def slow_write(self, step, values):
+        write(self, step, values)
         time.sleep(0.05)
-    run_dir.MetricsLog.write = slow_write
+    metrics.JsonlMetrics.write = slow_write
 elif mode.startswith("during-checkpoint-write:"):  # after the files, before the rename
     number = getattr(signal, mode.split(":")[1])
-    fsync_directory = checkpoints._fsync_directory
-    def hooked(path):
-        fsync_directory(path)
-        if Path(path).name.startswith(".partial-step_000001200-"):
+    rename = os.rename
+    def hooked(source, destination):
+        if Path(source).name.startswith(".partial-step_000001200-"):
             send(number)
-    checkpoints._fsync_directory = hooked
+        rename(source, destination)
+    os.rename = hooked
 elif mode == "before-first-checkpoint":
     def kill(*args, **kwargs):
         send(signal.SIGKILL)
     checkpoints.save = kill
 elif mode == "while-plotting":  # training done, outputs not yet written
-    import metajax.plots
     def kill(*args, **kwargs):
         send(signal.SIGKILL)
-    metajax.plots.plot_adaptation = kill
+    plots.plot_adaptation = kill
 elif mode == "sigint-twice":  # a user who will not wait for the checkpoint
-    write = run_dir.MetricsLog.write
-    def impatient_write(self, record):
-        write(self, record)
-        if record["step"] == 910:
+    write = metrics.JsonlMetrics.write
+    def impatient_write(self, step, values):
+        write(self, step, values)
+        if step == 910:
             send(signal.SIGINT)
             send(signal.SIGINT)
-    run_dir.MetricsLog.write = impatient_write
+    metrics.JsonlMetrics.write = impatient_write
 
 sys.exit(main(args))
 """
-
-
-@pytest.fixture(scope="module")
-def child_env():
-    # The environment carries the session's compilation cache (see conftest.py): the children
-    # compile the same programs, and loading them is quicker (and gives the same executables).
-    return {**os.environ, "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
 
 
 def start(mode, args, env):

@@ -55,22 +55,22 @@ def test_one_step_meta_gradient_matches_closed_form(alpha):
         np.testing.assert_allclose(grads, factor * (adapted - a_q), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("num_steps", [0, 1, 3, 5])
-def test_multi_step_meta_gradient_matches_closed_form(num_steps):
+@pytest.mark.parametrize("inner_steps", [0, 1, 3, 5])
+def test_multi_step_meta_gradient_matches_closed_form(inner_steps):
     # n steps on 0.5 (theta - a)^2 give a + (1 - alpha)^n (theta - a); the chain rule multiplies
     # the query gradient by (1 - alpha)^n.
     alpha, theta, a_s, a_q = 0.3, 1.7, -0.4, 0.9
-    learner = maml(quadratic, inner_lr=alpha, num_steps=num_steps)
-    adapted = a_s + (1 - alpha) ** num_steps * (theta - a_s)
+    learner = maml(quadratic, inner_lr=alpha, inner_steps=inner_steps)
+    adapted = a_s + (1 - alpha) ** inner_steps * (theta - a_s)
     task = Task(a_s, a_q)
     np.testing.assert_allclose(learner.adapt(theta, a_s), adapted, rtol=1e-6)
     np.testing.assert_allclose(
         jax.grad(learner.task_loss)(theta, task),
-        (1 - alpha) ** num_steps * (adapted - a_q),
+        (1 - alpha) ** inner_steps * (adapted - a_q),
         rtol=1e-5,
     )
     # First order keeps only the query gradient at the adapted point.
-    first_order = maml(quadratic, inner_lr=alpha, num_steps=num_steps, first_order=True)
+    first_order = maml(quadratic, inner_lr=alpha, inner_steps=inner_steps, first_order=True)
     np.testing.assert_allclose(
         jax.grad(first_order.task_loss)(theta, task), adapted - a_q, rtol=1e-5
     )
@@ -96,7 +96,7 @@ def dict_mlp_loss(params, batch):
 
 
 def random_tasks(key, num_tasks, num_support=5, num_query=7):
-    family = metajax.SinusoidFamily()
+    family = metajax.SinusoidDistribution()
     return family.sample_tasks(key, num_tasks, num_support, num_query)
 
 
@@ -105,7 +105,7 @@ def test_second_order_meta_gradient_matches_finite_differences_in_float64():
         params = init_dict_mlp(jax.random.key(0))
         tasks = random_tasks(jax.random.key(1), num_tasks=3)
         assert params["w0"].dtype == jnp.float64 and tasks.support[0].dtype == jnp.float64
-        learner = maml(dict_mlp_loss, inner_lr=0.05, num_steps=2)
+        learner = maml(dict_mlp_loss, inner_lr=0.05, inner_steps=2)
         _, grads = jax.jit(learner.meta_grad)(params, tasks)
 
         flat, unravel = jax.flatten_util.ravel_pytree(params)
@@ -119,7 +119,7 @@ def test_second_order_meta_gradient_matches_finite_differences_in_float64():
         error = np.linalg.norm(analytic - numeric) / np.linalg.norm(numeric)
         assert error < 1e-6, error
         # The second-order terms matter here: first order is measurably different.
-        first_order = maml(dict_mlp_loss, inner_lr=0.05, num_steps=2, first_order=True)
+        first_order = maml(dict_mlp_loss, inner_lr=0.05, inner_steps=2, first_order=True)
         fo = jax.flatten_util.ravel_pytree(jax.jit(first_order.meta_grad)(params, tasks)[1])[0]
         assert np.linalg.norm(np.asarray(fo) - numeric) / np.linalg.norm(numeric) > 1e-3
 
@@ -129,7 +129,7 @@ def test_vmap_over_tasks_equals_a_python_loop():
     with jax.enable_x64(True):
         params = init_dict_mlp(jax.random.key(2))
         tasks = random_tasks(jax.random.key(3), num_tasks=4)
-        learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=2)
+        learner = maml(dict_mlp_loss, inner_lr=0.1, inner_steps=2)
         loss, grads = jax.jit(learner.meta_grad)(params, tasks)
 
         task_value_and_grad = jax.jit(jax.value_and_grad(learner.task_loss))
@@ -147,7 +147,7 @@ def test_zero_inner_steps_is_plain_multi_task_training():
     with jax.enable_x64(True):
         params = init_dict_mlp(jax.random.key(4))
         tasks = random_tasks(jax.random.key(5), num_tasks=4)
-        learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=0)
+        learner = maml(dict_mlp_loss, inner_lr=0.1, inner_steps=0)
 
         def multi_task_loss(params):
             return jnp.mean(jax.vmap(dict_mlp_loss, in_axes=(None, 0))(params, tasks.query))
@@ -166,7 +166,7 @@ def test_zero_inner_steps_is_plain_multi_task_training():
 def test_jit_matches_eager_and_trajectory_matches_adapt():
     params = init_dict_mlp(jax.random.key(6))
     tasks = random_tasks(jax.random.key(7), num_tasks=2)
-    learner = maml(dict_mlp_loss, inner_lr=0.1, num_steps=3)
+    learner = maml(dict_mlp_loss, inner_lr=0.1, inner_steps=3)
     eager = learner.meta_grad(params, tasks)
     jitted = jax.jit(learner.meta_grad)(params, tasks)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), eager, jitted)
@@ -175,7 +175,7 @@ def test_jit_matches_eager_and_trajectory_matches_adapt():
     trajectory = learner.adapt_trajectory(params, support)
     assert trajectory["w1"].shape == (4, 8, 8)
     for step in range(4):
-        adapted = learner.adapt(params, support, num_steps=step)
+        adapted = learner.adapt(params, support, inner_steps=step)
         after_step = jax.tree.map(lambda leaf, step=step: leaf[step], trajectory)
         jax.tree.map(lambda t, a: np.testing.assert_allclose(t, a, rtol=1e-6), after_step, adapted)
 
@@ -189,7 +189,7 @@ def test_equinox_module_through_partition():
             return metajax.mse_loss(eqx.combine(params, static), batch)
 
         tasks = random_tasks(jax.random.key(9), num_tasks=3)
-        learner = maml(loss_fn, inner_lr=0.05, num_steps=1)
+        learner = maml(loss_fn, inner_lr=0.05, inner_steps=1)
         loss, grads = eqx.filter_jit(learner.meta_grad)(params, tasks)
         meta_loss = eqx.filter_jit(learner.meta_loss)
         np.testing.assert_allclose(loss, meta_loss(params, tasks), rtol=1e-12)
@@ -219,8 +219,9 @@ def test_equinox_module_through_partition():
         (dict(inner_lr=0.0), r"`inner_lr` must be a finite number > 0, got 0.0"),
         (dict(inner_lr=-0.1), r"`inner_lr` must be a finite number > 0, got -0.1"),
         (dict(inner_lr=float("nan")), r"`inner_lr` must be a finite number > 0, got nan"),
-        (dict(inner_lr=0.1, num_steps=-1), r"`num_steps` must be an integer >= 0, got -1"),
-        (dict(inner_lr=0.1, num_steps=1.5), r"`num_steps` must be an integer >= 0, got 1.5"),
+        (dict(inner_lr=0.1, inner_steps=-1), r"`inner_steps` must be an integer >= 0, got -1"),
+        (dict(inner_lr=0.1, inner_steps=1.5), r"`inner_steps` must be an integer >= 0, got 1.5"),
+        (dict(inner_lr=0.1, has_aux=1), r"`has_aux` must be true or false, got 1"),
         (dict(inner_lr="0.1"), r"`inner_lr` must be a finite number > 0, got '0.1'"),
         (dict(inner_lr=0.1, first_order="no"), r"`first_order` must be true or false, got 'no'"),
     ],
@@ -230,10 +231,10 @@ def test_bad_hyper_parameters_are_rejected(kwargs, message):
         maml(quadratic, **kwargs)
 
 
-def test_bad_num_steps_override_is_rejected():
+def test_bad_inner_steps_override_is_rejected():
     learner = maml(quadratic, inner_lr=0.1)
-    with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 0, got -2"):
-        learner.adapt(1.0, 0.0, num_steps=-2)
+    with pytest.raises(ValueError, match=r"`inner_steps` must be an integer >= 0, got -2"):
+        learner.adapt(1.0, 0.0, inner_steps=-2)
 
 
 def test_step_sizes_can_be_swept_with_vmap():
@@ -250,3 +251,92 @@ def test_step_sizes_can_be_swept_with_vmap():
         maml(quadratic, inner_lr=jnp.float32(-0.5))
     with pytest.raises(ValueError, match=r"`inner_lr` must be a number > 0 or a scalar floating"):
         maml(quadratic, inner_lr=step_sizes)
+
+
+def dict_mlp_loss_and_accuracy(params, batch):
+    """The same loss, and a second metric from the same forward pass."""
+    x, y = batch
+    loss = dict_mlp_loss(params, batch)
+    return loss, {"within_0.5": jnp.mean(jnp.abs(x - y) < 0.5) + 0 * loss}
+
+
+def test_a_loss_with_aux_outputs_gives_the_same_meta_gradient_and_averages_the_aux():
+    with jax.enable_x64(True):
+        params = init_dict_mlp(jax.random.key(10))
+        tasks = random_tasks(jax.random.key(11), num_tasks=3)
+        plain = maml(dict_mlp_loss, inner_lr=0.1, inner_steps=2)
+        with_aux = maml(dict_mlp_loss_and_accuracy, inner_lr=0.1, inner_steps=2, has_aux=True)
+        assert with_aux.has_aux and not plain.has_aux
+        loss, grads = plain.meta_grad(params, tasks)
+        (aux_loss, aux), aux_grads = with_aux.meta_grad(params, tasks)
+        np.testing.assert_allclose(aux_loss, loss, rtol=1e-12)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), aux_grads, grads)
+        # The aux value is the mean over tasks of each task's aux on its query set.
+        per_task = [
+            with_aux.task_loss(params, jax.tree.map(lambda leaf, i=i: leaf[i], tasks))[1]
+            for i in range(3)
+        ]
+        np.testing.assert_allclose(
+            aux["within_0.5"], np.mean([a["within_0.5"] for a in per_task]), rtol=1e-12
+        )
+        # Adaptation takes gradients of the loss alone: the same steps as without aux.
+        support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            with_aux.adapt(params, support),
+            plain.adapt(params, support),
+        )
+
+
+def test_observing_a_trajectory_equals_observing_each_step_of_it():
+    params = init_dict_mlp(jax.random.key(12))
+    tasks = random_tasks(jax.random.key(13), num_tasks=1)
+    support, query = jax.tree.map(lambda leaf: leaf[0], (tasks.support, tasks.query))
+    learner = maml(dict_mlp_loss, inner_lr=0.1, inner_steps=3)
+    trajectory = learner.adapt_trajectory(params, support)
+    observed = learner.adapt_trajectory(params, support, observe=lambda p: dict_mlp_loss(p, query))
+    assert observed.shape == (4,)
+    expected = [
+        dict_mlp_loss(jax.tree.map(lambda l, s=s: l[s], trajectory), query) for s in range(4)
+    ]
+    np.testing.assert_allclose(observed, expected, rtol=1e-6)
+    # The first entry is the unadapted parameters, the last the adapted ones.
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda l: l[0], trajectory), params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+        jax.tree.map(lambda l: l[-1], trajectory),
+        learner.adapt(params, support),
+    )
+
+
+def count_compilations(function, *args):
+    """How many times XLA compiles while ``function(*args)`` runs."""
+    compiled = []
+
+    def listener(name, duration, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiled.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        jax.block_until_ready(function(*args))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return len(compiled)
+
+
+def test_equal_learners_are_one_learner_and_jit_compiles_them_once():
+    params = init_dict_mlp(jax.random.key(14))
+    tasks = random_tasks(jax.random.key(15), num_tasks=2)
+    first = maml(dict_mlp_loss, inner_lr=0.123, inner_steps=2)
+    assert maml(dict_mlp_loss, inner_lr=0.123, inner_steps=2) is first
+    assert maml(dict_mlp_loss, inner_lr=0.124, inner_steps=2) is not first
+    assert count_compilations(jax.jit(first.meta_grad), params, tasks) == 1
+    again = maml(dict_mlp_loss, inner_lr=0.123, inner_steps=2)
+    assert count_compilations(jax.jit(again.meta_grad), params, tasks) == 0
+    # A sweep over step sizes compiles once too, with the step size traced.
+    sweep = jax.jit(
+        lambda lr: maml(dict_mlp_loss, inner_lr=lr, inner_steps=2).meta_grad(params, tasks)
+    )
+    assert count_compilations(sweep, jnp.float32(0.1)) == 1
+    assert count_compilations(sweep, jnp.float32(0.2)) == 0

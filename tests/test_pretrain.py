@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax import SinusoidFamily, maml, pretrain
+from metajax import SinusoidDistribution, maml, pretrain
 
 
 def linear_loss(params, batch):
@@ -15,8 +15,8 @@ def linear_loss(params, batch):
 def test_meta_loss_is_the_loss_on_support_and_query_together_and_adapt_is_sgd():
     with jax.enable_x64(True):
         params = {"w": jnp.array([[0.3]]), "b": jnp.array([-0.2])}
-        tasks = SinusoidFamily().sample_tasks(jax.random.key(0), 3, 4, 6)
-        learner = pretrain(linear_loss, inner_lr=0.05, num_steps=2)
+        tasks = SinusoidDistribution().sample_tasks(jax.random.key(0), 3, 4, 6)
+        learner = pretrain(linear_loss, inner_lr=0.05, inner_steps=2)
 
         def all_examples_loss(params):
             per_task = [
@@ -43,7 +43,7 @@ def test_meta_loss_is_the_loss_on_support_and_query_together_and_adapt_is_sgd():
         jax.tree.map(
             np.testing.assert_array_equal,
             fine_tuned,
-            maml(linear_loss, inner_lr=0.05, num_steps=2).adapt(params, support),
+            maml(linear_loss, inner_lr=0.05, inner_steps=2).adapt(params, support),
         )
         # The meta-gradient does not depend on the inner loop's step size.
         other = pretrain(linear_loss, inner_lr=0.5).meta_grad(params, tasks)

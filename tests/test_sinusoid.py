@@ -1,23 +1,113 @@
-"""The sinusoid task family: shapes, ranges, exact targets, statistics, presets."""
+"""The sinusoid task family: shapes, ranges, exact targets, statistics, presets, old configs."""
 
+import dataclasses
+import json
 import math
 
 import jax
 import numpy as np
 import pytest
 
-from metajax import SINUSOID_PRESETS, Sinusoid, SinusoidFamily
+import metajax
+from metajax import OptionError, Sinusoid, SinusoidConfig, SinusoidDistribution
 
-sample_tasks = jax.jit(SinusoidFamily.sample_tasks, static_argnums=(0, 2, 3, 4))
+sample_tasks = jax.jit(SinusoidDistribution.sample_tasks, static_argnums=(0, 2, 3, 4))
+TUTORIAL = SinusoidDistribution((0.1, 0.5), (0.0, math.pi), (-5.0, 5.0))
+FINN2017 = SinusoidDistribution((0.1, 5.0), (0.0, math.pi), (-5.0, 5.0))
+DISTRIBUTIONS = {"tutorial": TUTORIAL, "finn2017": FINN2017}
 
 
-def test_presets_match_the_tutorial_and_the_paper():
-    assert SINUSOID_PRESETS["tutorial"] == SinusoidFamily((0.1, 0.5), (0.0, math.pi), (-5.0, 5.0))
-    assert SINUSOID_PRESETS["finn2017"] == SinusoidFamily((0.1, 5.0), (0.0, math.pi), (-5.0, 5.0))
+def test_presets_are_the_tutorials_and_the_papers_complete_settings():
+    presets = metajax.presets("sinusoid")
+    assert list(presets) == ["tutorial", "finn2017"]
+    tutorial, finn2017 = presets["tutorial"], presets["finn2017"]
+    assert tutorial.task == SinusoidConfig() and tutorial.task.distribution == TUTORIAL
+    assert (tutorial.task.shots, tutorial.task.query_shots, tutorial.task.hidden_sizes) == (
+        20,
+        20,
+        (40, 40),
+    )
+    assert tutorial.algorithm == metajax.MAML(inner_lr=0.1, inner_steps=1, first_order=False)
+    assert tutorial.training == metajax.TrainSettings(meta_steps=20000, meta_batch_size=4)
+    assert finn2017.task.distribution == FINN2017
+    assert (finn2017.task.shots, finn2017.task.query_shots) == (10, 10)
+    assert finn2017.algorithm == metajax.MAML(inner_lr=0.01, inner_steps=1)
+    assert (finn2017.training.meta_steps, finn2017.training.meta_batch_size) == (70000, 25)
+    assert finn2017.training.meta_lr == 1e-3 and finn2017.preset == "finn2017"
+    # A variation is a replace away, and the rest stays the preset's.
+    variation = dataclasses.replace(finn2017, training=finn2017.training).replace(seed=3, shots=5)
+    assert (variation.training.seed, variation.task.shots, variation.algorithm.inner_lr) == (
+        3,
+        5,
+        0.01,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(shots=0), r"`shots` must be an integer in \[1, 2147483647\], got 0"),
+        (
+            dict(query_shots=True),
+            r"`query_shots` must be an integer in \[1, 2147483647\], got True",
+        ),
+        (dict(shots=2.0), r"`shots` must be an integer in \[1, 2147483647\], got 2.0"),
+        (
+            dict(hidden_sizes=()),
+            r"`hidden_sizes` must be a list of at least 1 integers in \[1, 2147483647\]",
+        ),
+        (dict(x_range=(1.0, -1.0)), r"`x_range` must be a pair \(low, high\) of finite numbers"),
+        (dict(x_range=(0, 10**400)), r"`x_range` must be a pair \(low, high\) of finite numbers"),
+    ],
+)
+def test_every_setting_is_range_checked(overrides, message):
+    with pytest.raises(OptionError, match=message):
+        SinusoidConfig(**overrides)
+
+
+def test_a_config_written_by_metajax_0_1_is_read_as_the_same_run():
+    # config.json of `metajax train sinusoid --preset finn2017 --k-shot 5 --seed 2` in 0.1.
+    old = {
+        "task": "sinusoid",
+        "config_format": 1,
+        "metajax_version": "0.1.0",
+        "preset": "finn2017",
+        "algorithm": "maml",
+        "amplitude_range": [0.1, 5.0],
+        "phase_range": [0.0, math.pi],
+        "x_range": [-5.0, 5.0],
+        "meta_batch_size": 25,
+        "k_shot": 5,
+        "k_query": 10,
+        "inner_lr": 0.01,
+        "inner_steps": 1,
+        "meta_lr": 0.001,
+        "steps": 70000,
+        "first_order": False,
+        "hidden_sizes": [40, 40],
+        "seed": 2,
+        "log_every": 100,
+        "steps_per_call": 1000,
+        "checkpoint_every": 5000,
+        "keep_checkpoints": 3,
+    }
+    expected = metajax.presets("sinusoid")["finn2017"].replace(shots=5, seed=2)
+    assert metajax.RunConfig.from_dict(old) == expected
+    # A pretrained run's config, which wrote first_order too, and a partial one of 0.1's keys.
+    pretrained = {**old, "algorithm": "pretrain"}
+    assert metajax.RunConfig.from_dict(pretrained) == expected.with_algorithm("pretrain")
+    assert metajax.RunConfig.from_dict({"task": "sinusoid", "steps": 7, "k_shot": None}) == (
+        metajax.presets("sinusoid")["tutorial"].replace(meta_steps=7)
+    )
+    with pytest.raises(ValueError, match=r"unknown config keys: colour"):
+        metajax.RunConfig.from_dict({**old, "colour": "blue"})
+    # Read back in the current format, it is the same config.
+    again = json.loads(json.dumps(expected.to_dict()))
+    assert again["config_format"] == 2 and metajax.RunConfig.from_dict(again) == expected
 
 
 def test_shapes_and_dtypes():
-    tasks = sample_tasks(SINUSOID_PRESETS["tutorial"], jax.random.key(0), 4, 20, 7)
+    tasks = sample_tasks(TUTORIAL, jax.random.key(0), 4, 20, 7)
     (xs, ys), (xq, yq) = tasks
     assert xs.shape == ys.shape == (4, 20, 1)
     assert xq.shape == yq.shape == (4, 7, 1)
@@ -25,7 +115,7 @@ def test_shapes_and_dtypes():
 
 
 def test_targets_are_exactly_amplitude_times_sin_of_x_plus_phase():
-    family = SINUSOID_PRESETS["finn2017"]
+    family = FINN2017
     key = jax.random.key(1)
     tasks = family.sample_tasks(key, 5, 10, 10)
     sinusoid_key, _ = jax.random.split(key)
@@ -47,7 +137,7 @@ def test_a_single_sinusoid_evaluates_pointwise():
 
 
 def test_different_keys_give_different_tasks_and_the_same_key_the_same():
-    family = SINUSOID_PRESETS["tutorial"]
+    family = TUTORIAL
     a = sample_tasks(family, jax.random.key(2), 3, 5, 5)
     b = sample_tasks(family, jax.random.key(3), 3, 5, 5)
     again = sample_tasks(family, jax.random.key(2), 3, 5, 5)
@@ -57,7 +147,7 @@ def test_different_keys_give_different_tasks_and_the_same_key_the_same():
 
 @pytest.mark.parametrize("preset", ["tutorial", "finn2017"])
 def test_parameters_and_inputs_are_uniform_over_their_ranges(preset):
-    family = SINUSOID_PRESETS[preset]
+    family = DISTRIBUTIONS[preset]
     n = 20000
     sinusoids = family.sample_sinusoids(jax.random.key(4), n)
     inputs = family.sample_inputs(jax.random.key(5), (n,))
@@ -88,4 +178,12 @@ def test_parameters_and_inputs_are_uniform_over_their_ranges(preset):
 )
 def test_bad_ranges_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        SinusoidFamily(**kwargs)
+        SinusoidDistribution(**kwargs)
+
+
+def test_training_tasks_are_the_distributions_with_the_configs_sizes():
+    config = SinusoidConfig(amplitude_range=(1.0, 2.0), shots=3, query_shots=4)
+    ours = config.sample_tasks(jax.random.key(7), 6)
+    theirs = config.distribution.sample_tasks(jax.random.key(7), 6, 3, 4)
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+    assert ours.support[0].shape == (6, 3, 1) and ours.query[0].shape == (6, 4, 1)

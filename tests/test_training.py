@@ -1,55 +1,51 @@
 """The fused meta-training loop."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fakes import line_config
 
-from metajax import Task, init_train_state, maml, meta_train, train_steps
-from metajax.experiments.sinusoid import SinusoidConfig, build, regression_loss
-from metajax.experiments.sinusoid_eval import EvalSettings, evaluate_model
+import metajax
+from metajax import Task, init_train_state, maml, memory, meta_train, runs, train_steps
+from metajax.harness import EvalSettings, evaluate_run
 from metajax.training import NonFiniteError
 
 
 @pytest.fixture(scope="module")
 def setup():
-    config = SinusoidConfig(steps=300)
-    return config, build(config)
+    """The test-only family lines: its loss has an aux metric, hit_rate."""
+    return runs.build(line_config())
 
 
-def start(setup):
-    config, pieces = setup
-    params, _ = eqx.partition(pieces.model, eqx.is_inexact_array)
-    optimizer = optax.adam(config.meta_lr)
-    return optimizer, init_train_state(pieces.learner, optimizer, params, pieces.train_key)
-
-
-def train(setup, num_steps, steps_per_call, state=None, **kwargs):
-    optimizer, initial = start(setup)
+def train(setup, meta_steps, steps_per_call, state=None, **kwargs):
     return meta_train(
-        setup[1].learner,
-        optimizer,
-        setup[1].sample_tasks,
-        initial if state is None else state,
-        num_steps=num_steps,
+        setup.learner,
+        setup.optimizer,
+        setup.sample_tasks,
+        setup.initial_state() if state is None else state,
+        meta_steps=meta_steps,
         steps_per_call=steps_per_call,
         progress=False,
         **kwargs,
     )
 
 
-def test_a_short_run_lowers_the_post_adaptation_loss_on_held_out_tasks(setup):
-    config, pieces = setup
-    result = train(setup, num_steps=300, steps_per_call=100)
-    assert result.losses.shape == (300,)
+def test_a_short_run_lowers_the_post_adaptation_loss_on_held_out_tasks(tmp_path):
+    config = metajax.presets("sinusoid")["tutorial"].replace(meta_steps=300)
+    setup = runs.build(config)
+    result = train(setup, meta_steps=300, steps_per_call=100)
+    assert result.losses.shape == (300,) and result.aux == {}
     assert int(result.state.step) == 300
-    trained = eqx.combine(result.state.meta_params, pieces.static)
+    untrained = metajax.LoadedRun(
+        tmp_path, config, setup.params, setup.static, setup.learner, setup.loss_fn
+    )
+    trained = untrained._replace(meta_params=result.state.meta_params)
 
-    settings = EvalSettings(num_tasks=200, shots=(20,), num_steps=1)
-    (before,) = evaluate_model(config, pieces.model, settings)
-    (after,) = evaluate_model(config, trained, settings)
+    settings = EvalSettings(num_tasks=200, shots=(20,), adapt_steps=1)
+    (before,) = evaluate_run(untrained, settings)
+    (after,) = evaluate_run(trained, settings)
     before, after = before["mse_mean"], after["mse_mean"]
     # Before adaptation, after one inner step. At initialisation the held-out loss after one
     # step is about 0.09; 300 meta-steps bring it to about 0.02.
@@ -60,51 +56,70 @@ def test_a_short_run_lowers_the_post_adaptation_loss_on_held_out_tasks(setup):
     assert result.losses[-50:].mean() < 0.5 * result.losses[:50].mean()
 
 
-def test_grouping_of_steps_into_calls_does_not_change_the_result_by_a_bit(setup):
-    together = train(setup, num_steps=120, steps_per_call=120)
-    chunked = train(setup, num_steps=120, steps_per_call=50)  # 50 + 50 + 20
-    first = train(setup, num_steps=70, steps_per_call=70)
-    resumed = train(setup, num_steps=50, steps_per_call=50, state=first.state)
+def test_grouping_of_steps_into_calls_and_draws_does_not_change_the_result_by_a_bit(setup):
+    together = train(setup, meta_steps=120, steps_per_call=120)
+    chunked = train(setup, meta_steps=120, steps_per_call=50)  # 50 + 50 + 20
+    first = train(setup, meta_steps=70, steps_per_call=70)
+    resumed = train(setup, meta_steps=50, steps_per_call=50, state=first.state)
+    # Task batches drawn inside the loop, one step's at a time or 7 at a time (17 draws and a
+    # rest of 1), for bounded memory.
+    drawn_singly = train(setup, meta_steps=120, steps_per_call=120, steps_per_draw=1)
+    drawn_by_7 = train(setup, meta_steps=120, steps_per_call=120, steps_per_draw=7)
     # Meta-step i trains on the tasks of fold_in(key, i), whatever call it runs in.
-    for other in (chunked, resumed):
+    for other in (chunked, resumed, drawn_singly, drawn_by_7):
         jax.tree.map(
             np.testing.assert_array_equal, together.state.meta_params, other.state.meta_params
         )
-    np.testing.assert_array_equal(together.losses, chunked.losses)
+    for other in (chunked, drawn_singly, drawn_by_7):
+        np.testing.assert_array_equal(together.losses, other.losses)
+        np.testing.assert_array_equal(together.aux["hit_rate"], other.aux["hit_rate"])
     np.testing.assert_array_equal(together.losses[70:], resumed.losses)
+    # The aux metric is the mean over each step's tasks of the loss's aux output.
+    assert together.aux["hit_rate"].shape == (120,)
+    assert np.all((together.aux["hit_rate"] >= 0) & (together.aux["hit_rate"] <= 1))
+
+
+def test_drawing_inside_the_loop_bounds_the_memory_of_the_task_batches():
+    # 200 steps of 64 tasks of 256 + 256 points (x and y): 200 * 64 * 512 * 2 * 4 bytes = 105 MB
+    # of task batches when a call draws them all at once; one step's at a time, 0.5 MB.
+    setup = runs.build(line_config(shots=256, query_shots=256).replace(meta_batch_size=64))
+    jitted = jax.jit(train_steps, static_argnums=(0, 1, 2, 4, 5))
+    args = (setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state(), 200)
+    peak = {draw: memory.needed_bytes(jitted.lower(*args, draw).compile()) for draw in (None, 1)}
+    assert peak[None] > 80e6 and peak[1] < 10e6, peak
 
 
 def record_chunks(seen):
-    return lambda state, losses: seen.append((int(state.step), losses))
+    return lambda state, losses, aux: seen.append((int(state.step), losses))
 
 
 def test_on_chunk_sees_every_step_once(setup):
     seen = []
-    result = train(setup, num_steps=130, steps_per_call=50, on_chunk=record_chunks(seen))
+    result = train(setup, meta_steps=130, steps_per_call=50, on_chunk=record_chunks(seen))
     assert [steps for steps, _ in seen] == [50, 100, 130]
     np.testing.assert_array_equal(np.concatenate([losses for _, losses in seen]), result.losses)
     # Resumed from a state that has taken steps, the counts continue from its step.
     seen.clear()
-    train(setup, num_steps=20, steps_per_call=20, state=result.state, on_chunk=record_chunks(seen))
+    train(setup, meta_steps=20, steps_per_call=20, state=result.state, on_chunk=record_chunks(seen))
     assert seen[0][0] == 150
 
 
 def test_calls_also_end_at_every_multiple_of_checkpoint_every(setup):
-    together = train(setup, num_steps=130, steps_per_call=130)
+    together = train(setup, meta_steps=130, steps_per_call=130)
     seen = []
     chunked = train(
-        setup, num_steps=130, steps_per_call=50, checkpoint_every=30, on_chunk=record_chunks(seen)
+        setup, meta_steps=130, steps_per_call=50, checkpoint_every=30, on_chunk=record_chunks(seen)
     )
     assert [steps for steps, _ in seen] == [30, 60, 90, 120, 130]
     jax.tree.map(
         np.testing.assert_array_equal, together.state.meta_params, chunked.state.meta_params
     )
     # From step 20, calls end at the next multiples of 30, whatever the start: 20 + 10 = 30.
-    first = train(setup, num_steps=20, steps_per_call=20)
+    first = train(setup, meta_steps=20, steps_per_call=20)
     seen.clear()
     resumed = train(
         setup,
-        num_steps=110,
+        meta_steps=110,
         steps_per_call=25,
         checkpoint_every=30,
         state=first.state,
@@ -118,10 +133,9 @@ def test_calls_also_end_at_every_multiple_of_checkpoint_every(setup):
 
 
 def test_the_compiled_step_function_does_not_recompile_for_a_new_state(setup):
-    pieces = setup[1]
-    optimizer, state = start(setup)
+    state = setup.initial_state()
     run = jax.jit(train_steps, static_argnums=(0, 1, 2, 4))
-    args = (pieces.learner, optimizer, pieces.sample_tasks)
+    args = (setup.learner, setup.optimizer, setup.sample_tasks)
     state, _ = run(*args, state, 10)
     state, _ = run(*args, state, 10)
     assert run._cache_size() == 1
@@ -131,12 +145,16 @@ def test_the_compiled_step_function_does_not_recompile_for_a_new_state(setup):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_steps=0, steps_per_call=10), r"`num_steps` must be an integer >= 1, got 0"),
-        (dict(num_steps=10, steps_per_call=0), r"`steps_per_call` must be an integer >= 1, got 0"),
-        (dict(num_steps=2.5, steps_per_call=1), r"`num_steps` must be an integer >= 1, got 2.5"),
+        (dict(meta_steps=0, steps_per_call=10), r"`meta_steps` must be an integer >= 1, got 0"),
+        (dict(meta_steps=10, steps_per_call=0), r"`steps_per_call` must be an integer >= 1, got 0"),
+        (dict(meta_steps=2.5, steps_per_call=1), r"`meta_steps` must be an integer >= 1, got 2.5"),
         (
-            dict(num_steps=10, steps_per_call=5, checkpoint_every=0),
+            dict(meta_steps=10, steps_per_call=5, checkpoint_every=0),
             r"`checkpoint_every` must be an integer >= 1, got 0",
+        ),
+        (
+            dict(meta_steps=10, steps_per_call=5, steps_per_draw=-1),
+            r"`steps_per_draw` must be an integer >= 1, got -1",
         ),
     ],
 )
@@ -146,17 +164,16 @@ def test_bad_step_counts_are_rejected(setup, kwargs, message):
 
 
 def test_an_absurd_inner_step_size_stops_training_at_the_first_step(setup):
-    pieces = setup[1]
-    learner = maml(regression_loss(pieces.static), inner_lr=1e30)
-    optimizer, state = start(setup)
+    learner = maml(setup.loss_fn, inner_lr=1e30, has_aux=True)
+    state = init_train_state(learner, setup.optimizer, setup.params, setup.train_key)
     seen = []
     with pytest.raises(NonFiniteError) as caught:
         meta_train(
             learner,
-            optimizer,
-            pieces.sample_tasks,
+            setup.optimizer,
+            setup.sample_tasks,
             state,
-            num_steps=100,
+            meta_steps=100,
             steps_per_call=50,
             progress=False,
             on_chunk=record_chunks(seen),
@@ -174,9 +191,9 @@ def toy_tasks(key):
     return Task(support=jnp.zeros((1, 1)), query=jnp.zeros((1, 1)))
 
 
-def run_toy(loss_fn, learning_rate, num_steps, steps_per_call):
+def run_toy(loss_fn, learning_rate, meta_steps, steps_per_call):
     """Plain multi-task training (0 inner steps) of one scalar w = 0 with SGD."""
-    learner = maml(loss_fn, inner_lr=0.1, num_steps=0)
+    learner = maml(loss_fn, inner_lr=0.1, inner_steps=0)
     optimizer = optax.sgd(learning_rate)
     state = init_train_state(learner, optimizer, {"w": jnp.float32(0.0)}, jax.random.key(0))
     seen = []
@@ -186,7 +203,7 @@ def run_toy(loss_fn, learning_rate, num_steps, steps_per_call):
             optimizer,
             toy_tasks,
             state,
-            num_steps=num_steps,
+            meta_steps=meta_steps,
             steps_per_call=steps_per_call,
             progress=False,
             on_chunk=record_chunks(seen),
@@ -204,7 +221,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_found_at_its_step():
         w = params["w"]
         return -w + 0.0 * jnp.sqrt(jnp.maximum(4.5 - w, 0.0))
 
-    error, seen = run_toy(loss_fn, learning_rate=1.0, num_steps=12, steps_per_call=4)
+    error, seen = run_toy(loss_fn, learning_rate=1.0, meta_steps=12, steps_per_call=4)
     assert (error.step, error.quantities, error.meta_loss) == (6, "meta-gradient", -5.0)
     assert [steps for steps, _ in seen] == [4]
     assert int(error.state.step) == 4 and float(error.state.meta_params["w"]) == 4.0
@@ -213,6 +230,6 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_found_at_its_step():
 def test_an_update_that_overflows_is_found_though_losses_and_gradients_are_finite():
     # The loss -w has gradient -1; SGD with step size 1e38 takes w to 1e38, 2e38, 3e38 and then
     # past float32's largest number (3.4e38) at meta-step 4, the last of the first call.
-    error, seen = run_toy(lambda params, batch: -params["w"], 1e38, num_steps=8, steps_per_call=4)
+    error, seen = run_toy(lambda params, batch: -params["w"], 1e38, meta_steps=8, steps_per_call=4)
     assert (error.step, error.quantities) == (4, "meta-parameters")
     assert seen == [] and int(error.state.step) == 0

@@ -1,30 +1,71 @@
-"""Runs in a run directory: stopped by signals, resumed bit for bit, stopped at NaNs."""
+"""Runs in a run directory: stopped by signals, resumed bit for bit, stopped at NaNs.
+
+The run machinery is generic, so these tests drive it with the test-only family ``lines``
+(fakes.py), whose loss has an aux metric: its windows must resume bit for bit too.
+"""
 
 import json
 import os
 import shutil
 import signal
 
-import equinox as eqx
-import optax
+import fakes
 import pytest
+from fakes import line_config
 
-from metajax import checkpoints, init_train_state, run_dir, training_run
-from metajax.experiments import sinusoid
-from metajax.experiments.sinusoid import SinusoidConfig, build, resume, train
-from metajax.training_run import Diverged, Interrupted, StopSignals
+import metajax
+from metajax import checkpoints, metrics, run_dir, runs, training_run
+from metajax.stop_signals import StopSignals
+from metajax.training_run import Diverged, Interrupted
 
 # Checkpoints at 0, 200, 400, 600 and 730; metrics every 70 steps and the last 30.
-CONFIG = SinusoidConfig(
-    steps=730, steps_per_call=100, log_every=70, checkpoint_every=200, keep_checkpoints=2
+CONFIG = line_config(
+    meta_steps=730, steps_per_call=100, log_every=70, checkpoint_every=200, keep_checkpoints=2
 )
+
+
+class SignalAt:
+    """A metrics sink that sends this process a signal when it receives the record of a step:
+    the way a user's Ctrl-C lands while a compiled call runs."""
+
+    def __init__(self, step, signal_number, times=1):
+        self.step, self.signal_number, self.times = step, signal_number, times
+
+    def write(self, step, values):
+        if step == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signal_number)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class SignalOnClose(SignalAt):
+    """Sends its signal when the run closes its sinks: after training, before the summary."""
+
+    def write(self, step, values):
+        pass
+
+    def close(self):
+        os.kill(os.getpid(), self.signal_number)
+
+
+def train(config=CONFIG, out=None, sinks=()):
+    return metajax.train(config, out, progress=False, plots=False, sinks=sinks)
+
+
+def resume(out):
+    return metajax.resume(out, progress=False, plots=False)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The run that was never stopped."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    train(CONFIG, out, progress=False, plots=False)
+    train(out=out)
     return out
 
 
@@ -35,34 +76,19 @@ def assert_same_run(out, reference):
     assert ours["final_meta_loss"] == theirs["final_meta_loss"]
 
 
-def signal_self_at(monkeypatch, stop_step, signal_number, times=1):
-    """Sends ``signal_number`` to this process when the metrics reach ``stop_step``, the way a
-    user's Ctrl-C lands while a compiled call runs."""
-    record = training_run._WindowedMetrics.__call__
-
-    def hooked(self, step, losses):
-        record(self, step, losses)
-        if step == stop_step:
-            for _ in range(times):
-                os.kill(os.getpid(), signal_number)
-
-    monkeypatch.setattr(training_run._WindowedMetrics, "__call__", hooked)
-
-
 @pytest.mark.parametrize(
-    "signal_number, stop_step",
+    "signal_number, record_step, stop_step",
     [
-        (signal.SIGINT, 300),  # between checkpoints, in the middle of a metrics window
-        (signal.SIGTERM, 400),  # at a periodic checkpoint
+        (signal.SIGINT, 280, 300),  # between checkpoints, in the middle of a metrics window
+        (signal.SIGTERM, 350, 400),  # at a periodic checkpoint
     ],
 )
 def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
-    tmp_path, monkeypatch, reference, signal_number, stop_step, capsys
+    tmp_path, reference, signal_number, record_step, stop_step, capsys
 ):
     out = tmp_path / "run"
-    signal_self_at(monkeypatch, stop_step, signal_number)
     with pytest.raises(Interrupted) as caught:
-        train(CONFIG, out, progress=False, plots=False)
+        train(out=out, sinks=[SignalAt(record_step, signal_number)])
     error = caught.value
     checkpoint = out / "checkpoints" / f"step_{stop_step:09d}"
     assert (error.signal, error.exit_status, error.step) == (
@@ -82,8 +108,7 @@ def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
     # The handlers are the defaults again once the run has stopped.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
-    monkeypatch.undo()
-    summary = resume(out, progress=False, plots=False)
+    summary = resume(out)
     assert summary["resumed_from_step"] == stop_step
     assert_same_run(out, reference)
     # The newest two checkpoints are kept, the ones written after resuming.
@@ -93,45 +118,42 @@ def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, reference):
     out = run_dir.prepare(tmp_path / "run")
     run_dir.write_json(out / "config.json", CONFIG.to_dict())
-    summary = resume(out, progress=False, plots=False)
+    summary = resume(out)
     assert summary["resumed_from_step"] == 0
     assert_same_run(out, reference)
 
 
-def test_metrics_written_after_the_newest_checkpoint_are_redone(tmp_path, monkeypatch, reference):
+def test_metrics_written_after_the_newest_checkpoint_are_redone(tmp_path, reference):
     out = tmp_path / "run"
-    signal_self_at(monkeypatch, 300, signal.SIGINT)
     with pytest.raises(Interrupted):
-        train(CONFIG, out, progress=False, plots=False)
-    monkeypatch.undo()
+        train(out=out, sinks=[SignalAt(280, signal.SIGINT)])
     # As if killed after writing the records of steps past 300 and half of another.
-    with open(out / "metrics.jsonl", "a") as metrics:
-        metrics.write('{"step": 350, "meta_loss": 1.0}\n{"step": 420, "meta_')
-    resume(out, progress=False, plots=False)
+    with open(out / "metrics.jsonl", "a") as file:
+        file.write('{"step": 350, "meta_loss": 1.0}\n{"step": 420, "meta_')
+    resume(out)
     assert_same_run(out, reference)
 
 
 @pytest.fixture
-def stopped_run(tmp_path, monkeypatch):
+def stopped_run(tmp_path):
     out = tmp_path / "run"
-    signal_self_at(monkeypatch, 300, signal.SIGINT)
     with pytest.raises(Interrupted):
-        train(CONFIG, out, progress=False, plots=False)
-    monkeypatch.undo()
+        train(out=out, sinks=[SignalAt(280, signal.SIGINT)])
     return out
 
 
 def test_a_checkpoint_written_for_another_config_is_refused(stopped_run):
     config = json.loads((stopped_run / "config.json").read_text())
-    config.update(seed=1, k_shot=5)
+    config["training"]["seed"] = 1
+    config["preset"] = "steep"
     (stopped_run / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         checkpoints.CheckpointError,
         match=r"checkpoint '.*step_000000300/checkpoint.json' was written for another config "
-        r"than '.*run/config.json' \(they differ in k_shot, seed\); restore the run's "
+        r"than '.*run/config.json' \(they differ in preset, training\); restore the run's "
         r"config.json, or start a new run",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
 
 
 def test_a_damaged_newest_checkpoint_is_named_when_resuming(stopped_run):
@@ -144,7 +166,7 @@ def test_a_damaged_newest_checkpoint_is_named_when_resuming(stopped_run):
         match=r"step_000000300/state.eqx' is damaged: .*\. To resume from the checkpoint before "
         r"it \(meta-step 200\), move '.*step_000000300' out of '.*run/checkpoints'",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
 
 
 def test_a_renamed_checkpoint_is_refused_when_resuming(stopped_run):
@@ -155,7 +177,7 @@ def test_a_renamed_checkpoint_is_refused_when_resuming(stopped_run):
         match=r"step_000000500/checkpoint.json' is damaged: it holds meta-step 300 \(state 300\), "
         r"not the 500 of its directory's name",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
 
 
 def test_an_unknown_config_key_or_format_is_named_when_resuming(stopped_run):
@@ -165,34 +187,34 @@ def test_an_unknown_config_key_or_format_is_named_when_resuming(stopped_run):
         run_dir.RunDirError,
         match=r"'.*run/config.json' is not a usable config: unknown config keys: learning_rate",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
     (stopped_run / "config.json").write_text(
-        json.dumps({**config, "config_format": 2, "metajax_version": "2.0"})
+        json.dumps({**config, "config_format": 3, "metajax_version": "2.0"})
     )
     with pytest.raises(
         run_dir.RunDirError,
         match=r"config.json' is not a usable config: it was written by metajax 2.0 in config "
-        r"format 2; this metajax \(.*\) reads format 1",
+        r"format 3; this metajax \(.*\) reads formats 1 to 2",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path, reference):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
-    assert resume(out, progress=False) == json.loads((out / "summary.json").read_text())
+    assert metajax.resume(out, progress=False) == json.loads((out / "summary.json").read_text())
     assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before
 
 
 def test_an_absurd_inner_step_size_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    config = SinusoidConfig(steps=300, inner_lr=1e30, steps_per_call=100, checkpoint_every=100)
+    config = line_config(meta_steps=300, inner_lr=1e30, steps_per_call=100, checkpoint_every=100)
     with pytest.raises(Diverged) as caught:
-        train(config, out, progress=False, plots=False)
+        train(config, out)
     assert str(caught.value) == (
         "meta-training stopped: the meta-loss and meta-gradient became non-finite at meta-step 1 "
-        f"(meta-loss nan); the last good checkpoint is '{out}/checkpoints/step_000000000' "
+        f"(meta-loss inf); the last good checkpoint is '{out}/checkpoints/step_000000000' "
         "(meta-step 0). Resuming would repeat it: start a new run with a smaller inner_lr or "
         "meta_lr"
     )
@@ -224,75 +246,59 @@ def write_metrics(path, text):
 def test_truncating_metrics_keeps_the_records_up_to_a_step(tmp_path):
     lines = [json.dumps({"step": step, "meta_loss": 0.5}) + "\n" for step in (10, 20, 30)]
     path = write_metrics(tmp_path / "metrics.jsonl", "".join(lines) + '{"step": 4')
-    run_dir.truncate_metrics(path, 20)
+    metrics.truncate(path, 20)
     assert path.read_text() == "".join(lines[:2])
     # A blank line is skipped, and a last record without its newline gets one, so that the
     # records appended after it start on a line of their own.
     write_metrics(path, lines[0] + "\n" + lines[1].strip())
-    run_dir.truncate_metrics(path, 20)
+    metrics.truncate(path, 20)
     assert path.read_text() == "".join(lines[:2])
-    run_dir.truncate_metrics(path, 0)
+    metrics.truncate(path, 0)
     assert path.read_text() == ""
 
 
 def test_truncating_metrics_refuses_damage_and_gaps(tmp_path):
     path = write_metrics(tmp_path / "metrics.jsonl", '{"step": 10}\nnot json\n{"step": 30}\n')
     with pytest.raises(run_dir.RunDirError, match=r"metrics.jsonl' line 2 is not valid JSON"):
-        run_dir.truncate_metrics(path, 30)
+        metrics.truncate(path, 30)
     write_metrics(path, '{"step": 10}\n{"step": "20"}\n')
     with pytest.raises(run_dir.RunDirError, match=r"metrics.jsonl' line 2 lacks an integer step"):
-        run_dir.truncate_metrics(path, 30)
+        metrics.truncate(path, 30)
     write_metrics(path, '{"step": 10}\n{"step": 30}\n')
     with pytest.raises(
         run_dir.RunDirError,
         match=r"metrics.jsonl' has records up to step 10, not 20 like the checkpoint the run "
         r"resumes from, so the metrics cannot be completed. Move the newer checkpoints out",
     ):
-        run_dir.truncate_metrics(path, 20)
+        metrics.truncate(path, 20)
 
 
 def test_a_signal_while_setting_up_stops_at_step_0(tmp_path, monkeypatch, reference):
     out = tmp_path / "run"
-    real_build = sinusoid.build
-
-    def build_and_signal(config):
-        os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while JAX starts up
-        return real_build(config)
-
-    monkeypatch.setattr(sinusoid, "build", build_and_signal)
+    # As if Ctrl-C came while JAX starts up and the model is built.
+    monkeypatch.setattr(fakes, "SIGNAL_ON_BUILD", signal.SIGINT)
     with pytest.raises(Interrupted) as caught:
-        train(CONFIG, out, progress=False, plots=False)
+        train(out=out)
     assert (caught.value.step, caught.value.checkpoint.name) == (0, "step_000000000")
     monkeypatch.undo()
-    assert resume(out, progress=False, plots=False)["resumed_from_step"] == 0
+    assert resume(out)["resumed_from_step"] == 0
     assert_same_run(out, reference)
 
 
-def test_a_signal_after_training_stops_before_the_summary(tmp_path, monkeypatch, reference):
+def test_a_signal_after_training_stops_before_the_summary(tmp_path, reference):
     out = tmp_path / "run"
-    real_save_model = run_dir.save_model
-
-    def save_and_signal(path, model):
-        real_save_model(path, model)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(run_dir, "save_model", save_and_signal)
     with pytest.raises(Interrupted) as caught:
-        train(CONFIG, out, progress=False, plots=False)
+        train(out=out, sinks=[SignalOnClose(None, signal.SIGTERM)])
     assert (caught.value.step, caught.value.exit_status) == (730, 143)
     assert caught.value.checkpoint.name == "step_000000730"
     assert not (out / "summary.json").exists()
-    monkeypatch.undo()
-    assert resume(out, progress=False, plots=False)["resumed_from_step"] == 730
+    assert resume(out)["resumed_from_step"] == 730
     assert_same_run(out, reference)
 
 
 def pieces(config):
-    setup = build(config)
-    params, _ = eqx.partition(setup.model, eqx.is_inexact_array)
-    optimizer = optax.adam(config.meta_lr)
-    state = init_train_state(setup.learner, optimizer, params, setup.train_key)
-    return setup.learner, optimizer, setup.sample_tasks, state
+    setup = runs.build(config)
+    return setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state()
 
 
 def test_a_new_run_refuses_a_directory_that_holds_a_run(stopped_run):
@@ -301,11 +307,11 @@ def test_a_new_run_refuses_a_directory_that_holds_a_run(stopped_run):
         match=r"run' already holds a run's checkpoints and metrics.jsonl; resume it "
         r"\(resume=True\), or choose another directory",
     ):
-        training_run.run(stopped_run, CONFIG.to_dict(), *pieces(CONFIG), CONFIG.run_settings)
+        training_run.run(stopped_run, CONFIG.to_dict(), *pieces(CONFIG), CONFIG.training)
 
 
 def test_a_checkpoint_past_the_runs_length_is_refused(stopped_run):
-    shorter = training_run.RunSettings(steps=250, steps_per_call=100, log_every=70)
+    shorter = CONFIG.replace(meta_steps=250).training
     with pytest.raises(
         checkpoints.CheckpointError,
         match=r"checkpoint '.*step_000000300' is at meta-step 300, past the run's 250",
@@ -317,32 +323,35 @@ def test_a_checkpoint_past_the_runs_length_is_refused(stopped_run):
 
 def test_a_model_of_another_shape_is_reported_as_another_config(stopped_run):
     config = json.loads((stopped_run / "config.json").read_text())
-    (stopped_run / "config.json").write_text(json.dumps({**config, "hidden_sizes": [8]}))
+    config["task"]["width"] = 8
+    (stopped_run / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         checkpoints.CheckpointError,
-        match=r"was written for another config than '.*config.json' \(they differ in "
-        r"hidden_sizes\)",
+        match=r"was written for another config than '.*config.json' \(they differ in task\)",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
 
 
-def test_recent_losses_that_are_not_finite_numbers_are_refused(stopped_run):
+@pytest.mark.parametrize(
+    "recent",
+    [
+        {"recent_losses": [float("nan")] * 300},
+        {"recent_aux": {"hit_rate": [1.0, 2.0]}},  # shorter than the pending window (20 steps)
+        {"recent_aux": [0.5] * 300},
+    ],
+)
+def test_recent_metrics_that_are_not_finite_numbers_are_refused(stopped_run, recent):
     found = checkpoints.latest(stopped_run / "checkpoints")
     state, manifest = checkpoints.load(found.path, pieces(CONFIG)[3])
     # A checkpoint written with a valid checksum but unusable losses (another program's, say).
-    checkpoints.save(
-        found.path.parent,
-        state,
-        step=found.step,
-        metadata={"config": manifest["config"], "recent_losses": [float("nan")] * 300},
-        keep=5,
-    )
+    metadata = {key: manifest[key] for key in ("config", "recent_losses", "recent_aux")}
+    checkpoints.save(found.path.parent, state, step=found.step, metadata=metadata | recent, keep=5)
     with pytest.raises(
         checkpoints.CheckpointError,
         match=r"step_000000300/checkpoint.json' is damaged: recent_losses must list the "
         r"meta-losses of its last steps",
     ):
-        resume(stopped_run, progress=False, plots=False)
+        resume(stopped_run)
 
 
 def test_a_signal_ignored_by_the_process_stays_ignored():

@@ -1,21 +1,52 @@
-"""metajax: gradient-based meta-learning in JAX."""
+"""metajax: gradient-based meta-learning in JAX.
+
+The library in layers: algorithms (:func:`maml`, :func:`pretrain`) are records of pure
+functions over any pytree model and loss; :func:`meta_train` is the fused outer loop; task
+families (:class:`SinusoidConfig`) and algorithms are registered by name, and a
+:class:`RunConfig` of one of each plus :class:`TrainSettings` is a run, which :func:`train`,
+:func:`resume`, :func:`load`, :func:`plot` and :func:`evaluate` handle in a run directory.
+"""
 
 from importlib.metadata import version as _version
 
 from metajax._validation import OptionError as OptionError
+from metajax._validation import UnknownOptionError as UnknownOptionError
+from metajax.algorithms.algorithm import Algorithm as Algorithm
+from metajax.algorithms.maml import MAML as MAML
 from metajax.algorithms.maml import maml as maml
 from metajax.algorithms.meta_learner import LossFn as LossFn
 from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
 from metajax.algorithms.meta_learner import Params as Params
+from metajax.algorithms.pretrain import Pretrain as Pretrain
 from metajax.algorithms.pretrain import pretrain as pretrain
+from metajax.config import RunConfig as RunConfig
+from metajax.config import TrainSettings as TrainSettings
+from metajax.config import load_config as load_config
+from metajax.config import presets as presets
 from metajax.evaluation import adaptation_curve as adaptation_curve
 from metajax.evaluation import mean_and_ci95 as mean_and_ci95
+from metajax.harness import EvalSettings as EvalSettings
+from metajax.harness import EvaluationError as EvaluationError
+from metajax.harness import evaluate as evaluate
+from metajax.memory import OutOfMemoryError as OutOfMemoryError
+from metajax.metrics import MetricsSink as MetricsSink
 from metajax.models import MLP as MLP
 from metajax.models import mlp as mlp
 from metajax.models import mse_loss as mse_loss
-from metajax.tasks.sinusoid import SINUSOID_PRESETS as SINUSOID_PRESETS
+from metajax.registry import register_algorithm as register_algorithm
+from metajax.registry import register_family as register_family
+from metajax.run_dir import RunDirError as RunDirError
+from metajax.runs import LoadedRun as LoadedRun
+from metajax.runs import load as load
+from metajax.runs import plot as plot
+from metajax.runs import resume as resume
+from metajax.runs import train as train
+from metajax.stop_signals import Interrupted as Interrupted
+from metajax.tasks.family import Metric as Metric
+from metajax.tasks.family import TaskFamily as TaskFamily
 from metajax.tasks.sinusoid import Sinusoid as Sinusoid
-from metajax.tasks.sinusoid import SinusoidFamily as SinusoidFamily
+from metajax.tasks.sinusoid import SinusoidConfig as SinusoidConfig
+from metajax.tasks.sinusoid import SinusoidDistribution as SinusoidDistribution
 from metajax.tasks.task import Task as Task
 from metajax.training import NonFiniteError as NonFiniteError
 from metajax.training import TaskSampler as TaskSampler
@@ -24,29 +55,56 @@ from metajax.training import TrainState as TrainState
 from metajax.training import init_train_state as init_train_state
 from metajax.training import meta_train as meta_train
 from metajax.training import train_steps as train_steps
+from metajax.training_run import Diverged as Diverged
 
 __version__ = _version("metajax")
 
 __all__ = [
+    "MAML",
     "MLP",
-    "SINUSOID_PRESETS",
+    "Algorithm",
+    "Diverged",
+    "EvalSettings",
+    "EvaluationError",
+    "Interrupted",
+    "LoadedRun",
     "LossFn",
     "MetaLearner",
+    "Metric",
+    "MetricsSink",
     "NonFiniteError",
     "OptionError",
+    "OutOfMemoryError",
     "Params",
+    "Pretrain",
+    "RunConfig",
+    "RunDirError",
     "Sinusoid",
-    "SinusoidFamily",
+    "SinusoidConfig",
+    "SinusoidDistribution",
     "Task",
+    "TaskFamily",
     "TaskSampler",
     "TrainResult",
+    "TrainSettings",
     "TrainState",
+    "UnknownOptionError",
     "adaptation_curve",
+    "evaluate",
     "init_train_state",
+    "load",
+    "load_config",
     "maml",
     "mean_and_ci95",
     "meta_train",
+    "mlp",
     "mse_loss",
+    "plot",
+    "presets",
     "pretrain",
+    "register_algorithm",
+    "register_family",
+    "resume",
+    "train",
     "train_steps",
 ]

@@ -10,11 +10,14 @@ import numpy as np
 
 
 class OptionError(ValueError):
-    """An argument or config option out of its valid range.
+    """An argument or config option that is out of its valid range, or not an option at all.
+
+    The library names options by their Python names (``inner_lr``); the command line turns
+    :attr:`name` into its flag (``--inner-lr``) and prints :attr:`problem` after it.
 
     Attributes:
-      name: the option's name, e.g. ``"k_shot"``.
-      problem: what is wrong with it, e.g. ``"must be an integer >= 1, got 0"``.
+      name: the option's name, e.g. ``"shots"``.
+      problem: what is wrong with it, e.g. ``"must be an integer in [1, 2147483647], got 0"``.
     """
 
     def __init__(self, name: str, requirement: str, value: Any):
@@ -23,16 +26,29 @@ class OptionError(ValueError):
         super().__init__(f"`{name}` {self.problem}")
 
 
+class UnknownOptionError(OptionError):
+    """A name that is not an option where it was given, e.g. ``first_order`` for an algorithm
+    without it; :attr:`problem` says where it was looked for."""
+
+    def __init__(self, name: str, problem: str):
+        self.name = name
+        self.problem = problem
+        ValueError.__init__(self, f"`{name}` {problem}")
+
+
 MAX_INT32 = 2**31 - 1
 """The largest step count or array size JAX's default int32 indices hold."""
+
+MAX_SEED = 2**32 - 1
+"""The largest seed: ``jax.random.key`` takes an unsigned 32-bit integer."""
 
 
 def _is_integer(value: Any, minimum: int, maximum: int | None = None) -> bool:
     return (
         isinstance(value, numbers.Integral)
         and not isinstance(value, (bool, np.bool_))
-        and value >= minimum
-        and (maximum is None or value <= maximum)
+        and int(value) >= minimum
+        and (maximum is None or int(value) <= maximum)
     )
 
 
@@ -106,7 +122,7 @@ def number_range(name: str, value: Any) -> tuple[float, float]:
     return low, high
 
 
-def choice(name: str, value: Any, choices) -> Any:
+def choice(name: str, value: Any, choices: Any) -> Any:
     try:
         known = value in choices
     except TypeError:  # an unhashable value, such as a list, against a dict's keys

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import equinox as eqx
 import jax
@@ -225,13 +225,13 @@ def _is_key(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def _serialise_leaf(file, leaf: Any) -> None:
+def _serialise_leaf(file: BinaryIO, leaf: Any) -> None:
     if _is_key(leaf):  # .npy cannot hold typed keys: save their raw data
         leaf = jax.random.key_data(leaf)
     eqx.default_serialise_filter_spec(file, leaf)
 
 
-def _deserialise_leaf(file, like: Any) -> Any:
+def _deserialise_leaf(file: BinaryIO, like: Any) -> Any:
     if _is_key(like):
         data = jnp.asarray(np.load(file))
         if data.shape != jax.random.key_data(like).shape:

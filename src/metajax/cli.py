@@ -1,4 +1,10 @@
-"""The ``metajax`` command: parses arguments into a config and calls the library."""
+"""The ``metajax`` command: flags generated from the registries, parsed into configs.
+
+Every flag of ``metajax train FAMILY``, ``metajax eval`` and ``metajax plot`` comes from a
+settings dataclass (a family's config, the algorithms' hyper-parameters, the training, evaluation
+and plot settings), with its help text and its check; this module only turns Python names into
+flags (``inner_lr`` into ``--inner-lr``) and errors into messages.
+"""
 
 import argparse
 import os
@@ -6,13 +12,20 @@ import shlex
 import sys
 import time
 from importlib.metadata import version
+from typing import Any
 
-from metajax import run_dir, training_run
+from metajax import harness, registry, run_dir, runs
 from metajax._validation import OptionError
-from metajax.experiments import sinusoid, sinusoid_eval
-from metajax.run_dir import RunDirError
+from metajax.config import RunConfig, TrainSettings, load_config
+from metajax.memory import OutOfMemoryError
+from metajax.metrics import MissingDependencyError
+from metajax.options import Kind, Options, add_flag, declared, flag_name
+from metajax.stop_signals import Interrupted
+from metajax.tasks.family import TaskFamily
+from metajax.training_run import Diverged
 
 _IMPORTED = time.perf_counter()
+_RUN_OPTIONS = ("out", "name", "overwrite", "no_plots", "no_progress", "tensorboard")
 
 
 def _wall_seconds() -> float:
@@ -25,62 +38,101 @@ def _wall_seconds() -> float:
         return time.perf_counter() - _IMPORTED
 
 
-# Settings that differ between presets, with their help text; each flag's default comes from
-# the chosen preset (see metajax.experiments.sinusoid.PRESETS).
-_PRESET_OPTIONS = {
-    "meta_batch_size": (int, "N", "tasks per meta-step"),
-    "k_shot": (int, "K", "support points per task, the K of K-shot"),
-    "k_query": (int, "Q", "query points per task"),
-    "inner_lr": (float, "LR", "inner-loop (adaptation) step size"),
-    "inner_steps": (int, "S", "inner-loop gradient steps; 0 is plain multi-task training"),
-    "meta_lr": (float, "LR", "Adam step size for the meta-parameters"),
-    "steps": (int, "N", "meta-steps"),
-}
-_RANGE_OPTIONS = {
-    "amplitude_range": "amplitude range of the sinusoids",
-    "phase_range": "phase range of the sinusoids, in radians",
-    "x_range": "input range of the sinusoids",
-}
+def _by_preset(shown: dict[str, str]) -> str:
+    """``--help``'s default of a setting whose value may depend on the preset."""
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return ", ".join(f"{value} with {preset}" for preset, value in shown.items())
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+def _preset_defaults(kind: Kind, values: dict[str, Any]) -> str:
+    return _by_preset({preset: kind.show(value) for preset, value in values.items()})
 
 
-def _preset_defaults(field: str) -> str:
-    values = []
-    for name in sinusoid.PRESETS:
-        value = getattr(sinusoid.SinusoidConfig(preset=name), field)
-        shown = " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
-        values.append(f"{shown} with {name}")
-    return "default: " + ", ".join(values)
+def _add_settings(parser: Any, settings: type[Options] | Options) -> None:
+    for name, kind in declared(settings).items():
+        default = kind.default_text or kind.show(getattr(settings, name))
+        add_flag(parser, name, kind, default)
+
+
+def _add_family(families: Any, family: type[TaskFamily]) -> None:
+    presets = family.presets()
+    parser = families.add_parser(
+        family.name,
+        allow_abbrev=False,
+        help=family.description.split(": ")[0].split(". ")[0].rstrip("."),
+        description=(
+            f"{family.description} Writes a run directory with config.json, metrics.jsonl, "
+            "checkpoints/, params.eqx, adaptation.png, meta_loss.png and summary.json."
+        ),
+    )
+    parser.add_argument(
+        "--preset",
+        choices=list(presets),
+        help=f"the complete config to start from (default: {next(iter(presets))})",
+    )
+    algorithms = registry.algorithms()
+    parser.add_argument(
+        "--algorithm",
+        choices=list(algorithms),
+        help="; ".join(f"{name}: {kind.description}" for name, kind in algorithms.items())
+        + " (default: "
+        + _by_preset({preset: config.algorithm.name for preset, config in presets.items()})
+        + ")",
+    )
+    group = parser.add_argument_group(f"{family.name} task settings")
+    for name, kind in declared(family).items():
+        values = {preset: getattr(config.task, name) for preset, config in presets.items()}
+        add_flag(group, name, kind, _preset_defaults(kind, values))
+    group = parser.add_argument_group("algorithm settings")
+    added: set[str] = set()
+    for algorithm in algorithms.values():
+        for name, kind in declared(algorithm).items():
+            if name in added:
+                continue
+            added.add(name)
+            owners = [a for a, other in algorithms.items() if name in declared(other)]
+            values = {
+                preset: getattr(config.with_algorithm(owners[0]).algorithm, name)
+                for preset, config in presets.items()
+            }
+            owned = "" if len(owners) == len(algorithms) else f"; {', '.join(owners)} only"
+            add_flag(group, name, kind, _preset_defaults(kind, values) + owned)
+    group = parser.add_argument_group("training settings")
+    for name, kind in declared(TrainSettings).items():
+        values = {preset: getattr(config.training, name) for preset, config in presets.items()}
+        add_flag(group, name, kind, _preset_defaults(kind, values))
+    _add_run_options(parser)
+    renamed = {**family.renamed_options, **TrainSettings.renamed_options}
+    parser.set_defaults(parser=parser, family_type=family, renamed=renamed)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = sinusoid.SinusoidConfig()
+    # No abbreviated flags: metajax 0.1's --steps would silently mean --steps-per-call.
     parser = argparse.ArgumentParser(
-        prog="metajax",
-        description="Gradient-based meta-learning in JAX.",
+        prog="metajax", description="Gradient-based meta-learning in JAX.", allow_abbrev=False
     )
     parser.add_argument("--version", action="version", version=f"metajax {version('metajax')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+    names = "|".join(registry.families())
     train = commands.add_parser(
         "train",
+        allow_abbrev=False,
         usage=(
-            "metajax train TASK [OPTIONS]\n"
+            f"metajax train {{{names}}} [OPTIONS]\n"
             "       metajax train --config FILE [--out DIR | --name NAME] [--overwrite] "
-            "[--no-plots] [--no-progress]\n"
-            "       metajax train --resume RUN_DIR [--no-plots] [--no-progress]"
+            "[--no-plots] [--no-progress] [--tensorboard]\n"
+            "       metajax train --resume RUN_DIR [--no-plots] [--no-progress] [--tensorboard]"
         ),
         help="meta-train a model, or resume a run",
         description=(
-            "Meta-train a model: 'metajax train sinusoid [OPTIONS]' starts a run, "
-            "'metajax train --config FILE' starts one from a saved config.json, and "
-            "'metajax train --resume RUN_DIR' continues a stopped run from its newest "
-            "checkpoint, bit for bit as if it had never stopped. Ctrl-C (SIGINT) or SIGTERM "
-            "saves a checkpoint after the current compiled call and exits with status 130 or "
-            "143; a non-finite meta-loss or meta-gradient stops the run with status 1."
+            "Meta-train a model: 'metajax train FAMILY [OPTIONS]' starts a run on a task family "
+            "('metajax train FAMILY --help' lists its options), 'metajax train --config FILE' "
+            "starts one from a saved config.json, and 'metajax train --resume RUN_DIR' "
+            "continues a stopped run from its newest checkpoint, bit for bit as if it had never "
+            "stopped. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint after the current compiled "
+            "call and exits with status 130 or 143; a non-finite meta-loss or meta-gradient "
+            "stops the run with status 1."
         ),
     )
     source = train.add_mutually_exclusive_group()
@@ -92,121 +144,34 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--config",
         metavar="FILE",
-        help="start a run from a config file, such as a run's config.json (no TASK then)",
+        help="start a run from a config file, such as a run's config.json (no FAMILY then)",
     )
     _add_run_options(train)
-    families = train.add_subparsers(dest="family", metavar="TASK", prog="metajax train")
-    train_sinusoid = families.add_parser(
-        "sinusoid",
-        help="sinusoid regression (Finn et al., 2017)",
-        description=(
-            "Meta-train MAML on sinusoid regression: each task is y = A sin(x + phase) with A and "
-            "phase drawn from their ranges; the model adapts on K support points and is scored "
-            "on Q query points. Writes a run directory with config.json, metrics.jsonl, "
-            "params.eqx, summary.json, adaptation.png and meta_loss.png. The defaults reproduce "
-            "the batched run of the tutorial 'MAML Tutorial with JAX'."
-        ),
-    )
-    train_sinusoid.add_argument(
-        "--preset",
-        choices=list(sinusoid.PRESETS),
-        default="tutorial",
-        help="tutorial: A in [0.1, 0.5], the tutorial's settings; finn2017: A in [0.1, 5], "
-        "the MAML paper's settings (default: %(default)s)",
-    )
-    train_sinusoid.add_argument(
-        "--algorithm",
-        choices=sinusoid.ALGORITHMS,
-        default="maml",
-        help="maml, or pretrain: the pretrained baseline of the MAML paper, plain regression on "
-        "all tasks, fine-tuned at test time (default: %(default)s)",
-    )
-    for field, (kind, metavar, text) in _PRESET_OPTIONS.items():
-        train_sinusoid.add_argument(
-            _flag(field), type=kind, metavar=metavar, help=f"{text} ({_preset_defaults(field)})"
-        )
-    for field, text in _RANGE_OPTIONS.items():
-        train_sinusoid.add_argument(
-            _flag(field),
-            type=float,
-            nargs=2,
-            metavar=("LOW", "HIGH"),
-            help=f"{text} ({_preset_defaults(field)})",
-        )
-    train_sinusoid.add_argument(
-        "--first-order",
-        action="store_true",
-        help="first-order MAML: no gradients through the inner-loop gradients",
-    )
-    train_sinusoid.add_argument(
-        "--hidden-sizes",
-        type=int,
-        nargs="+",
-        metavar="SIZE",
-        default=list(defaults.hidden_sizes),
-        help="hidden layer sizes of the MLP (default: 40 40)",
-    )
-    train_sinusoid.add_argument(
-        "--seed", type=int, default=defaults.seed, help="random seed (default: %(default)s)"
-    )
-    train_sinusoid.add_argument(
-        "--log-every",
-        type=int,
-        metavar="N",
-        default=defaults.log_every,
-        help="meta-steps per record in metrics.jsonl (default: %(default)s)",
-    )
-    train_sinusoid.add_argument(
-        "--steps-per-call",
-        type=int,
-        metavar="N",
-        default=defaults.steps_per_call,
-        help="meta-steps fused into one compiled call (default: %(default)s)",
-    )
-    train_sinusoid.add_argument(
-        "--checkpoint-every",
-        type=int,
-        metavar="N",
-        default=defaults.checkpoint_every,
-        help="meta-steps between checkpoints; one is also saved at the start and the end "
-        "(default: %(default)s)",
-    )
-    train_sinusoid.add_argument(
-        "--keep-checkpoints",
-        type=int,
-        metavar="K",
-        default=defaults.keep_checkpoints,
-        help="keep the newest K checkpoints (default: %(default)s)",
-    )
-    _add_run_options(train_sinusoid)
-    train_sinusoid.set_defaults(parser=train_sinusoid)
-    train.set_defaults(handler=_train, parser=train, train_parser=train)
+    families = train.add_subparsers(dest="family", metavar="FAMILY", prog="metajax train")
+    for family in registry.families().values():
+        _add_family(families, family)
+    train.set_defaults(handler=_train, parser=train, train_parser=train, renamed={})
 
     plot = commands.add_parser(
         "plot",
+        allow_abbrev=False,
         help="redraw a run's figures",
         description="Redraw adaptation.png and meta_loss.png from a run directory.",
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train")
-    plot.add_argument(
-        "--adapt-steps",
-        type=int,
-        metavar="N",
-        default=5,
-        help="show the predictions after 1 to N inner steps (default: %(default)s)",
-    )
-    plot.set_defaults(handler=_plot, parser=plot)
+    _add_settings(plot, runs.PlotSettings)
+    plot.set_defaults(handler=_plot, parser=plot, renamed={})
 
-    defaults = sinusoid_eval.EvalSettings()
     evaluate = commands.add_parser(
         "eval",
+        allow_abbrev=False,
         help="measure few-shot adaptation on held-out tasks",
         description=(
             "Evaluate a run on held-out tasks from the test stream of an evaluation seed, which "
             "training never draws from: the same tasks for every run of a task family. For each "
-            "K, adapt on K support points for 0 to S gradient steps and measure the MSE on the "
-            "query points; report the mean and 95% confidence interval over tasks. Writes "
-            "eval.json and eval.png into RUN_DIR."
+            "K, adapt on the K-shot support set for 0 to S steps and measure the family's "
+            "metrics on the query set; report the mean, 95% confidence interval and median over "
+            "tasks. Writes eval.json and eval.png into RUN_DIR, or into --out DIR."
         ),
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train")
@@ -215,198 +180,120 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="another run to evaluate on the same tasks and draw dashed, e.g. a pretrained run",
     )
+    _add_settings(evaluate, harness.EvalSettings)
     evaluate.add_argument(
-        "--num-tasks",
-        type=int,
-        metavar="N",
-        default=defaults.num_tasks,
-        help="held-out tasks (default: %(default)s)",
+        "--out", metavar="DIR", help="write eval.json and eval.png here (default: RUN_DIR)"
     )
-    evaluate.add_argument(
-        "--shots",
-        type=int,
-        nargs="+",
-        metavar="K",
-        default=list(defaults.shots),
-        help="support points to adapt on, one or more values of K (default: 5 10 20)",
+    evaluate.add_argument("--no-plots", action="store_true", help="do not draw eval.png")
+    evaluate.set_defaults(
+        handler=_evaluate, parser=evaluate, renamed=harness.EvalSettings.renamed_options
     )
-    evaluate.add_argument(
-        "--steps",
-        type=int,
-        metavar="S",
-        default=defaults.num_steps,
-        help="adaptation steps; errors are reported after 0 to S (default: %(default)s)",
-    )
-    evaluate.add_argument(
-        "--inner-lr",
-        type=float,
-        metavar="LR",
-        help="adaptation step size (default: the run's; for a pretrained run, the best of "
-        f"{', '.join(f'{lr:g}' for lr in sinusoid_eval.STEP_SIZE_GRID)} on validation tasks)",
-    )
-    evaluate.add_argument(
-        "--tune-inner-lr",
-        action="store_true",
-        help="choose the step size on validation tasks for any run, one for each K",
-    )
-    evaluate.add_argument(
-        "--query-points",
-        type=_count_or_k,
-        metavar="N|k",
-        default=defaults.query_points,
-        help="query points per task, drawn over the x range, or k for K of them as in the "
-        "MAML paper's code (default: %(default)s)",
-    )
-    evaluate.add_argument(
-        "--eval-seed",
-        type=int,
-        metavar="SEED",
-        default=defaults.eval_seed,
-        help="seed of the test and validation tasks (default: %(default)s)",
-    )
-    evaluate.add_argument(
-        "--validation-tasks",
-        type=int,
-        metavar="N",
-        default=defaults.validation_tasks,
-        help="tasks for choosing a step size (default: %(default)s)",
-    )
-    evaluate.set_defaults(handler=_evaluate, parser=evaluate)
     return parser
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Where a new run goes and what it shows; accepted before TASK and after it. The defaults
-    are left out of the namespace (SUPPRESS), so that TASK's parser keeps values given before
-    it; read them with :func:`_run_option`."""
+    """Where a new run goes and what it shows; accepted before FAMILY and after it. The
+    defaults are left out of the namespace (SUPPRESS), so that FAMILY's parser keeps values
+    given before it; read them with :func:`_run_option`."""
+    suppress = argparse.SUPPRESS
     parser.add_argument(
-        "--out", metavar="DIR", default=argparse.SUPPRESS, help="run directory (default: runs/NAME)"
+        "--out", metavar="DIR", default=suppress, help="run directory (default: runs/NAME)"
     )
     parser.add_argument(
-        "--name",
-        default=argparse.SUPPRESS,
-        help="run name, for the directory runs/NAME (default: TASK-PRESET-TIME)",
+        "--name", default=suppress, help="run name, for runs/NAME (default: FAMILY-PRESET-TIME)"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="replace the files of an earlier run in DIR, its checkpoints included",
-    )
-    parser.add_argument(
-        "--no-plots", action="store_true", default=argparse.SUPPRESS, help="do not draw figures"
-    )
-    parser.add_argument(
-        "--no-progress",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="hide the progress bar",
-    )
+    for name, text in (
+        ("overwrite", "replace the files of an earlier run in DIR, its checkpoints included"),
+        ("no_plots", "do not draw figures"),
+        ("no_progress", "hide the progress bar"),
+        ("tensorboard", "also log the metrics for TensorBoard, in RUN_DIR/tensorboard"),
+    ):
+        parser.add_argument(flag_name(name), action="store_true", default=suppress, help=text)
 
 
-def _run_option(args: argparse.Namespace, name: str):
-    return getattr(args, name, False if name in ("overwrite", "no_plots", "no_progress") else None)
+def _run_option(args: argparse.Namespace, name: str) -> Any:
+    return getattr(args, name, None if name in ("out", "name") else False)
 
 
-def _count_or_k(text: str) -> int | str:
-    if text.lower() == "k":
-        return "k"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer or k, got {text!r}") from None
-
-
-def sinusoid_config(args: argparse.Namespace) -> "sinusoid.SinusoidConfig":
-    """The config that parsed ``metajax train sinusoid`` arguments ask for.
+def train_config(args: argparse.Namespace) -> RunConfig:
+    """The config that parsed ``metajax train FAMILY`` arguments ask for: the preset, with the
+    algorithm and the settings given on the command line.
 
     Raises:
-      OptionError: naming the config field of an out-of-range option.
+      OptionError: naming the setting of an out-of-range or misplaced flag.
     """
-    given = {field: getattr(args, field) for field in (*_PRESET_OPTIONS, *_RANGE_OPTIONS)}
-    return sinusoid.SinusoidConfig(
-        preset=args.preset,
-        algorithm=args.algorithm,
-        first_order=args.first_order,
-        hidden_sizes=args.hidden_sizes,
-        seed=args.seed,
-        log_every=args.log_every,
-        steps_per_call=args.steps_per_call,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        **{field: value for field, value in given.items() if value is not None},
-    )
+    family: type[TaskFamily] = args.family_type
+    presets = family.presets()
+    config = presets[args.preset or next(iter(presets))]
+    if args.algorithm is not None:
+        config = config.with_algorithm(args.algorithm)
+    names = [*declared(family), *declared(TrainSettings)]
+    names += [name for algorithm in registry.algorithms().values() for name in declared(algorithm)]
+    given = {name: getattr(args, name) for name in dict.fromkeys(names)}
+    return config.replace(**{name: value for name, value in given.items() if value is not None})
 
 
-def _run_directory(args: argparse.Namespace, config: "sinusoid.SinusoidConfig") -> str:
+def _run_directory(args: argparse.Namespace, config: RunConfig) -> str:
     out, name = _run_option(args, "out"), _run_option(args, "name")
     if out is not None and name is not None:
         args.parser.error("argument --name: not allowed with argument --out")
     if out is not None:
         if not out.strip():
             args.parser.error("argument --out: must name a directory, got ''")
-        return out
-    name = name or f"sinusoid-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return str(out)
+    name = name or f"{config.family}-{config.preset or 'custom'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
         args.parser.error(f"argument --name: must be a plain name without '/', got {name!r}")
     return os.path.join("runs", name)
 
 
 def _train(args: argparse.Namespace) -> int:
+    progress, plots = not _run_option(args, "no_progress"), not _run_option(args, "no_plots")
     if args.resume is not None:
         given = [flag for flag in ("out", "name", "overwrite") if _run_option(args, flag)]
         if args.family is not None or given:
-            extra = f"TASK {args.family}" if args.family else _flag(given[0])
+            extra = f"FAMILY {args.family}" if args.family else flag_name(given[0])
             args.train_parser.error(
                 f"argument --resume: continues a run with its saved config and directory; "
                 f"drop {extra}"
             )
-        return _resume(args)
+        if not args.resume.strip():
+            args.train_parser.error("argument --resume: must name a run directory, got ''")
+        if runs.finished(args.resume):
+            print(f"metajax: the run in {args.resume} has already finished; nothing to resume")
+            return 0
+        args.started_run = args.resume
+        tensorboard = True if _run_option(args, "tensorboard") else None
+        summary = runs.resume(args.resume, progress=progress, plots=plots, tensorboard=tensorboard)
+        print(_summary_line(summary, args.resume))
+        return 0
     if args.config is not None:
         if args.family is not None:
             args.train_parser.error(
-                f"argument --config: the config file holds every setting; drop TASK "
+                f"argument --config: the config file holds every setting; drop FAMILY "
                 f"{args.family} and its options (or edit a copy of the file)"
             )
-        config = sinusoid.load_config(args.config)
+        config = load_config(args.config)
         args.parser = args.train_parser
     elif args.family is not None:
         try:
-            config = sinusoid_config(args)
+            config = train_config(args)
         except OptionError as error:
-            args.parser.error(f"argument {_flag(error.name)}: {error.problem}")
+            args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
     else:
-        args.train_parser.error("choose a task (sinusoid), --config FILE or --resume RUN_DIR")
+        args.train_parser.error(
+            f"choose a task family ({', '.join(registry.families())}), --config FILE or "
+            "--resume RUN_DIR"
+        )
     out = _run_directory(args, config)
     args.started_run = out
-    summary = sinusoid.train(
+    summary = runs.train(
         config,
         out,
         overwrite=_run_option(args, "overwrite"),
-        progress=not _run_option(args, "no_progress"),
-        plots=not _run_option(args, "no_plots"),
-    )
-    print(_summary_line(summary, out))
-    return 0
-
-
-def _resume(args: argparse.Namespace) -> int:
-    out = args.resume
-    if not out.strip():
-        args.train_parser.error("argument --resume: must name a run directory, got ''")
-    config_path = os.path.join(out, run_dir.CONFIG)
-    values = run_dir.read_json(config_path) if os.path.isdir(out) else None
-    task = values.get("task") if isinstance(values, dict) else None
-    if task not in (None, sinusoid.TASK_NAME):
-        raise RunDirError(f"'{config_path}' is a config for task {task!r}, which metajax lacks")
-    if sinusoid.finished(out):
-        print(f"metajax: the run in {out} has already finished; nothing to resume")
-        return 0
-    args.started_run = out
-    summary = sinusoid.resume(
-        out,
-        progress=not _run_option(args, "no_progress"),
-        plots=not _run_option(args, "no_plots"),
+        tensorboard=_run_option(args, "tensorboard"),
+        progress=progress,
+        plots=plots,
     )
     print(_summary_line(summary, out))
     return 0
@@ -414,12 +301,12 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _summary_line(summary: dict, out: str) -> str:
     resumed = summary.get("resumed_from_step")
-    if summary["steps_per_second"] is None:
+    if summary["meta_steps_per_second"] is None:
         speed = "no meta-steps were left to take"
     else:
-        taken = summary["steps"] - (resumed or 0)
+        taken = summary["meta_steps"] - (resumed or 0)
         speed = (
-            f"{taken} meta-steps at {summary['steps_per_second']:,.0f} steps/s "
+            f"{taken} meta-steps at {summary['meta_steps_per_second']:,.0f} steps/s "
             f"({summary['train_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s)"
         )
     return (
@@ -430,11 +317,16 @@ def _summary_line(summary: dict, out: str) -> str:
     )
 
 
+def _given(args: argparse.Namespace, settings: type[Options]) -> dict[str, Any]:
+    values = {name: getattr(args, name) for name in declared(settings)}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _plot(args: argparse.Namespace) -> int:
     try:
-        paths = sinusoid.plot(args.run_dir, adapt_steps=args.adapt_steps)
+        paths = runs.plot(args.run_dir, **_given(args, runs.PlotSettings))
     except OptionError as error:
-        args.parser.error(f"argument {_flag(error.name)}: {error.problem}")
+        args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
     for path in paths:
         print(f"metajax: wrote {path}")
     return 0
@@ -442,76 +334,57 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     try:
-        settings = sinusoid_eval.EvalSettings(
-            num_tasks=args.num_tasks,
-            shots=tuple(args.shots),
-            num_steps=args.steps,
-            inner_lr=args.inner_lr,
-            tune_inner_lr=True if args.tune_inner_lr else None,
-            query_points=args.query_points,
-            eval_seed=args.eval_seed,
-            validation_tasks=args.validation_tasks,
-        )
+        settings = harness.EvalSettings(**_given(args, harness.EvalSettings))
     except OptionError as error:
-        flag = "--steps" if error.name == "num_steps" else _flag(error.name)
-        args.parser.error(f"argument {flag}: {error.problem}")
-    report = sinusoid_eval.evaluate(args.run_dir, settings, baseline=args.baseline)
+        args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
+    report = harness.evaluate(
+        args.run_dir, settings, baseline=args.baseline, out=args.out, plots=not args.no_plots
+    )
+    family = registry.family(report["family"])
     for run in (report, report.get("baseline")):
         if run is not None:
-            print(_evaluation_table(run, settings))
-    print(
-        f"metajax: wrote {os.path.join(args.run_dir, sinusoid_eval.EVAL_FILE)} and "
-        f"{os.path.join(args.run_dir, sinusoid_eval.EVAL_PLOT)}"
-    )
+            print(harness.format_table(run, family, settings))
+    destination = args.out or args.run_dir
+    written = [run_dir.EVAL] + ([] if args.no_plots else [run_dir.EVAL_PLOT])
+    print(f"metajax: wrote {' and '.join(os.path.join(destination, f) for f in written)}")
     return 0
 
 
-def _evaluation_table(run: dict, settings: "sinusoid_eval.EvalSettings") -> str:
-    shown = sorted({0, 1, 5, 10, settings.num_steps} & set(range(settings.num_steps + 1)))
-    header = f"{'K':>4} {'step size':>10} " + " ".join(
-        f"{f'{s} step' + ('s' if s != 1 else ''):>17}" for s in shown
-    )
-    lines = [
-        f"{run['label']} ({run['run']}): query MSE over {settings.num_tasks} held-out tasks, "
-        f"mean +- 95% CI",
-        header,
-    ]
-    for result in run["results"]:
-        cells = " ".join(_mean_and_ci_cell(result, step) for step in shown)
-        step_size = f"{result['inner_lr']:g}" + (
-            "*" if result["inner_lr_from"] == "validation" else ""
-        )
-        lines.append(f"{result['k_shot']:>4} {step_size:>10} {cells}")
-    if any(result["inner_lr_from"] == "validation" for result in run["results"]):
-        lines.append("     * chosen on validation tasks")
-    if any(result["mse_mean"][step] is None for result in run["results"] for step in shown):
-        lines.append(
-            "     diverged: the error of some tasks is not finite (non_finite in eval.json)"
-        )
-    return "\n".join(lines)
-
-
-def _mean_and_ci_cell(result: dict, step: int) -> str:
-    if result["mse_mean"][step] is None:
-        diverged = f"diverged ({result['non_finite'][step]})"
-        return f"{diverged:>17}"
-    return f"{result['mse_mean'][step]:>8.4f} +- {result['mse_ci95'][step]:<6.4f}"
+def _renamed_hint(args: argparse.Namespace, extras: list[str]) -> str:
+    """Says what flags renamed since metajax 0.1 are called now."""
+    renamed = {flag_name(old): flag_name(new) for old, new in args.renamed.items()}
+    flags = [extra.split("=")[0] for extra in extras]
+    hints = [f"{flag} is now {renamed[flag]}" for flag in flags if flag in renamed]
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:
+        args.parser.error(
+            f"unrecognized arguments: {' '.join(extras)}{_renamed_hint(args, extras)}"
+        )
     try:
-        return args.handler(args)
-    except training_run.Interrupted as error:
+        return int(args.handler(args))
+    except Interrupted as error:
         print(
             f"metajax: {error}\nmetajax: resume with: metajax train --resume "
             f"{shlex.quote(str(error.run_dir))}",
             file=sys.stderr,
         )
         return error.exit_status
+    except OutOfMemoryError as error:
+        print(f"metajax: error: {error.explain(lambda n: flag_name(n) + ' ')}", file=sys.stderr)
+        return 1
     # Diverged: a non-finite meta-loss. OSError: a path that cannot be written or read.
-    except (RunDirError, sinusoid_eval.EvaluationError, training_run.Diverged, OSError) as error:
+    except (
+        run_dir.RunDirError,
+        harness.EvaluationError,
+        Diverged,
+        MissingDependencyError,
+        OSError,
+    ) as error:
         print(f"metajax: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -64,7 +64,9 @@ def mlp(
 
 
 @eqx.filter_jit  # one compiled call instead of a dozen separately compiled initialiser ops
-def _init_mlp_params(key: Array, sizes: tuple[int, ...]):
+def _init_mlp_params(
+    key: Array, sizes: tuple[int, ...]
+) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
     weight_init = jax.nn.initializers.glorot_normal()
     bias_init = jax.nn.initializers.normal(stddev=1e-2)
     shapes = list(itertools.pairwise(sizes))

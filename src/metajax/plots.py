@@ -41,7 +41,8 @@ def plot_adaptation(
         style = "--" if label.startswith("pre-update") else "-"
         axes.plot(x, values, style, color=color, linewidth=1.5, label=label)
     axes.scatter(
-        *(np.ravel(a) for a in support),
+        np.ravel(support[0]),
+        np.ravel(support[1]),
         marker="^",
         s=40,
         color="tab:red",
@@ -117,7 +118,7 @@ def plot_curves_with_bands(
     """
     figure = Figure(figsize=(7.5, 4.8))
     axes = figure.add_subplot()
-    colors = matplotlib.colormaps["tab10"].colors
+    colors = matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
     positive = True
     for curve in curves:
         mean, ci95 = np.asarray(curve["mean"]), np.asarray(curve["ci95"])

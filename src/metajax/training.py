@@ -11,7 +11,7 @@ import optax
 from jax import Array, lax
 from tqdm import tqdm
 
-from metajax import _validation
+from metajax import _validation, memory
 from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.tasks.task import Task
 
@@ -55,47 +55,68 @@ def train_steps(
     optimizer: optax.GradientTransformation,
     sample_tasks: TaskSampler,
     state: TrainState,
-    num_steps: int,
+    meta_steps: int,
+    steps_per_draw: int | None = None,
 ) -> tuple[TrainState, Array]:
-    """Takes ``num_steps`` meta-steps; pure, meant to run under ``jax.jit``.
+    """Takes ``meta_steps`` meta-steps; pure, meant to run under ``jax.jit``.
 
-    The task batches of all the steps are drawn first, in one vectorised call (on CPU this is
-    several times cheaper than drawing them one step at a time inside the loop), then a
-    ``lax.scan`` takes one optimizer step on the meta-gradient of each batch.
+    The task batches of ``steps_per_draw`` steps (all of them by default) are drawn in one
+    vectorised call, then a ``lax.scan`` takes one optimizer step on the meta-gradient of each
+    batch. Drawing many at once is several times cheaper on a CPU for small tasks; drawing few
+    bounds the memory the task batches take. Meta-step ``i`` trains on the tasks of
+    ``sample_tasks(fold_in(state.key, i))`` either way.
 
     Returns:
-      The new state and the meta-loss of every step, shape ``[num_steps]``.
+      The new state and the meta-loss of every step, shape ``[meta_steps]``.
     """
-    new_state, losses, _ = _train_steps(
-        learner, optimizer, sample_tasks, state, num_steps, check_grads=False
+    new_state, losses, _, _ = _train_steps(
+        learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, check_grads=False
     )
     return new_state, losses
 
 
-def _train_steps(learner, optimizer, sample_tasks, state, num_steps, check_grads):
-    """:func:`train_steps`, and with ``check_grads`` whether each step's meta-gradient is all
-    finite (``[num_steps]`` bools; else ``None``). The check costs about a fifth of the speed on
-    small models, so :func:`meta_train` runs it only to explain a call that went non-finite."""
-    step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-        state.key, state.step + jnp.arange(num_steps, dtype=jnp.int32)
-    )
-    task_batches = jax.vmap(sample_tasks)(step_keys)
+def _train_steps(learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, check_grads):  # type: ignore[no-untyped-def]
+    """:func:`train_steps`, with each step's aux metrics (``{}`` without ``has_aux``), and with
+    ``check_grads`` whether each step's meta-gradient is all finite (``[meta_steps]`` bools;
+    else ``None``). The check costs about a fifth of the speed on small models, so
+    :func:`meta_train` runs it only to explain a call that went non-finite."""
 
-    def meta_step(carry, tasks):
+    def meta_step(carry, tasks):  # type: ignore[no-untyped-def]
         meta_params, opt_state = carry
-        loss, grads = learner.meta_grad(meta_params, tasks)
+        value, grads = learner.meta_grad(meta_params, tasks)
+        loss, aux = value if learner.has_aux else (value, {})
         updates, opt_state = optimizer.update(grads, opt_state, meta_params)
         grads_finite = _all_finite(grads) if check_grads else None
-        return (optax.apply_updates(meta_params, updates), opt_state), (loss, grads_finite)
+        return (optax.apply_updates(meta_params, updates), opt_state), (loss, aux, grads_finite)
 
-    (meta_params, opt_state), (losses, grads_finite) = lax.scan(
-        meta_step, (state.meta_params, state.opt_state), task_batches
-    )
-    new_state = TrainState(state.step + num_steps, meta_params, opt_state, state.key)
-    return new_state, losses, grads_finite
+    def draw_and_train(carry, first_step, count):  # type: ignore[no-untyped-def]
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            state.key, first_step + jnp.arange(count, dtype=jnp.int32)
+        )
+        return lax.scan(meta_step, carry, jax.vmap(sample_tasks)(step_keys))
+
+    carry = (state.meta_params, state.opt_state)
+    draw = meta_steps if steps_per_draw is None else min(steps_per_draw, meta_steps)
+    draws, rest = divmod(meta_steps, draw)
+    if draws == 1:
+        carry, outputs = draw_and_train(carry, state.step, draw)
+    else:  # a scan over draws, each a scan over its steps
+
+        def one_draw(carry, index):  # type: ignore[no-untyped-def]
+            return draw_and_train(carry, state.step + index * draw, draw)
+
+        carry, outputs = lax.scan(one_draw, carry, jnp.arange(draws, dtype=jnp.int32))
+        outputs = jax.tree.map(lambda leaf: leaf.reshape(-1, *leaf.shape[2:]), outputs)
+    if rest:
+        carry, last = draw_and_train(carry, state.step + draws * draw, rest)
+        outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, last)
+    losses, aux, grads_finite = outputs
+    meta_params, opt_state = carry
+    new_state = TrainState(state.step + meta_steps, meta_params, opt_state, state.key)
+    return new_state, losses, aux, grads_finite
 
 
-def _all_finite(tree) -> Array:
+def _all_finite(tree) -> Array:  # type: ignore[no-untyped-def]
     """Whether every entry of every floating-point leaf of ``tree`` is finite (a bool scalar)."""
     leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
     return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]))
@@ -106,13 +127,16 @@ class TrainResult(NamedTuple):
 
     Attributes:
       state: the final training state.
-      losses: the meta-loss of every meta-step taken, shape ``[num_steps]``, float64 numpy.
+      losses: the meta-loss of every meta-step taken, shape ``[meta_steps]``, float64 numpy.
+      aux: for a learner with ``has_aux``, the mean of each ``aux`` value over each meta-step's
+        tasks, by name, each of shape ``[meta_steps]`` (float64 numpy); else empty.
       compile_seconds: time spent compiling.
       train_seconds: time spent running the compiled meta-steps.
     """
 
     state: TrainState
     losses: np.ndarray
+    aux: dict[str, np.ndarray]
     compile_seconds: float
     train_seconds: float
 
@@ -138,19 +162,24 @@ class NonFiniteError(FloatingPointError):
         )
 
 
+OnChunk = Callable[[TrainState, np.ndarray, dict[str, np.ndarray]], None]
+"""``on_chunk(state, losses, aux)``: called by :func:`meta_train` after each compiled call."""
+
+
 def meta_train(
     learner: MetaLearner,
     optimizer: optax.GradientTransformation,
     sample_tasks: TaskSampler,
     state: TrainState,
     *,
-    num_steps: int,
+    meta_steps: int,
     steps_per_call: int = 1000,
+    steps_per_draw: int | None = None,
     checkpoint_every: int | None = None,
     progress: bool = True,
-    on_chunk: Callable[[TrainState, np.ndarray], None] | None = None,
+    on_chunk: OnChunk | None = None,
 ) -> TrainResult:
-    """Meta-trains for ``num_steps`` steps, at most ``steps_per_call`` of them per compiled call.
+    """Meta-trains for ``meta_steps`` steps, at most ``steps_per_call`` of them per compiled call.
 
     Python runs only between calls: to check that the call's meta-losses and the meta-parameters
     after it are finite, to update the progress bar and to hand the new state and the call's
@@ -161,77 +190,95 @@ def meta_train(
       optimizer: the outer optimizer, e.g. ``optax.adam(1e-3)``.
       sample_tasks: ``sample_tasks(key) -> Task``, one task batch per meta-step.
       state: where to start: from :func:`init_train_state`, or a restored checkpoint.
-      num_steps: how many meta-steps to take, ``>= 1``.
+      meta_steps: how many meta-steps to take, ``>= 1``.
       steps_per_call: the most meta-steps one compiled call takes, ``>= 1``.
+      steps_per_draw: how many meta-steps' task batches are drawn at once (see
+        :func:`train_steps`); by default those of a whole call. The result is the same.
       checkpoint_every: if given, a call also ends whenever ``TrainState.step`` reaches a
         multiple of it, so that ``on_chunk`` sees the state there.
       progress: show a progress bar (on stderr) with the running meta-loss.
-      on_chunk: called after each compiled call with the state after it and that call's
-        meta-losses (float64 numpy).
+      on_chunk: called after each compiled call with the state after it, that call's
+        meta-losses and its aux metrics (float64 numpy, as in :class:`TrainResult`).
 
     Returns:
       A :class:`TrainResult`.
 
     Raises:
-      ValueError: if ``num_steps``, ``steps_per_call`` or ``checkpoint_every`` is not a positive
-        integer.
+      OptionError: if ``meta_steps``, ``steps_per_call``, ``steps_per_draw`` or
+        ``checkpoint_every`` is not a positive integer.
+      OutOfMemoryError: if a compiled call needs more memory than the device has; nothing has
+        run then.
       NonFiniteError: after the first compiled call with a non-finite meta-loss or
         meta-parameter; ``on_chunk`` is not called for it. The call is then replayed with a
         check of every meta-gradient to name the first bad step and what went wrong there.
     """
-    num_steps = _validation.integer("num_steps", num_steps, 1)
+    meta_steps = _validation.integer("meta_steps", meta_steps, 1)
     steps_per_call = _validation.integer("steps_per_call", steps_per_call, 1)
+    if steps_per_draw is not None:
+        steps_per_draw = _validation.integer("steps_per_draw", steps_per_draw, 1)
     if checkpoint_every is not None:
         checkpoint_every = _validation.integer("checkpoint_every", checkpoint_every, 1)
     first_step = int(state.step)
-    chunk_sizes = _chunk_sizes(first_step, num_steps, steps_per_call, checkpoint_every)
+    chunk_sizes = _chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every)
 
-    run = jax.jit(_train_steps, static_argnums=(0, 1, 2, 4, 5))
+    run = jax.jit(_train_steps, static_argnums=(0, 1, 2, 4, 5, 6))
     compile_seconds = 0.0
     compiled = {}
     for size in sorted(set(chunk_sizes)):
         start = time.perf_counter()
-        compiled[size] = run.lower(learner, optimizer, sample_tasks, state, size, False).compile()
+        compiled[size] = memory.compile_checked(
+            run,
+            learner,
+            optimizer,
+            sample_tasks,
+            state,
+            size,
+            steps_per_draw,
+            False,
+            what="meta-training",
+        )
         compile_seconds += time.perf_counter() - start
 
-    losses = []
-    step = first_step
+    losses, aux = [], []
     start = time.perf_counter()
     with tqdm(
-        total=first_step + num_steps,
+        total=first_step + meta_steps,
         initial=first_step,
         disable=not progress,
         unit="step",
         desc="meta-train",
     ) as bar:
         for size in chunk_sizes:
-            new_state, chunk_losses, _ = compiled[size](state)
+            with memory.converted("meta-training"):
+                new_state, chunk_losses, chunk_aux, _ = compiled[size](state)
             chunk_losses = np.asarray(chunk_losses, dtype=np.float64)
             if not (np.isfinite(chunk_losses).all() and _params_finite(new_state.meta_params)):
-                replay = run(learner, optimizer, sample_tasks, state, size, True)
-                _raise_non_finite(state, *replay)
+                replay = run(learner, optimizer, sample_tasks, state, size, steps_per_draw, True)
+                _raise_non_finite(state, replay[0], replay[1], replay[3])
+            chunk_aux = {name: np.asarray(v, dtype=np.float64) for name, v in chunk_aux.items()}
             state = new_state
             losses.append(chunk_losses)
-            step += size
+            aux.append(chunk_aux)
             bar.set_postfix(meta_loss=f"{chunk_losses.mean():.4g}", refresh=False)
             bar.update(size)
             if on_chunk is not None:
-                on_chunk(state, chunk_losses)
+                on_chunk(state, chunk_losses, chunk_aux)
     jax.block_until_ready(state)
     return TrainResult(
         state=state,
         losses=np.concatenate(losses),
+        aux={name: np.concatenate([chunk[name] for chunk in aux]) for name in aux[0]},
         compile_seconds=compile_seconds,
         train_seconds=time.perf_counter() - start,
     )
 
 
 def _chunk_sizes(
-    first_step: int, num_steps: int, steps_per_call: int, checkpoint_every: int | None
+    first_step: int, meta_steps: int, steps_per_call: int, checkpoint_every: int | None
 ) -> list[int]:
     """The sizes of the compiled calls: each at most ``steps_per_call``, ending at every multiple
     of ``checkpoint_every`` and at the last step. Few distinct sizes, so few compilations."""
-    last_step = first_step + num_steps
+    last_step = first_step + meta_steps
     boundaries = {last_step}
     if checkpoint_every is not None:
         next_multiple = (first_step // checkpoint_every + 1) * checkpoint_every
@@ -249,11 +296,11 @@ _params_finite = jax.jit(_all_finite)
 
 
 def _raise_non_finite(
-    state: TrainState, new_state: TrainState, losses: Array, grads_finite: Array
+    state: TrainState, new_state: TrainState, replayed_losses: Array, replayed_grads: Array
 ) -> None:
     """Raises :class:`NonFiniteError` for the first bad step of a replayed call from ``state``."""
-    losses = np.asarray(losses, dtype=np.float64)
-    loss_finite, grads_finite = np.isfinite(losses), np.asarray(grads_finite)
+    losses = np.asarray(replayed_losses, dtype=np.float64)
+    loss_finite, grads_finite = np.isfinite(losses), np.asarray(replayed_grads)
     bad = ~loss_finite | ~grads_finite
     if bad.any():
         first = int(np.argmax(bad))
@@ -264,4 +311,4 @@ def _raise_non_finite(
         )
     else:  # finite gradients, but an update overflowed somewhere in the call
         first, quantities = len(losses) - 1, "meta-parameters"
-    raise NonFiniteError(int(state.step) + first + 1, quantities, losses[first], state)
+    raise NonFiniteError(int(state.step) + first + 1, quantities, float(losses[first]), state)

@@ -1,1 +1,2 @@
-"""Meta-learning algorithms, each a factory returning a MetaLearner."""
+"""Meta-learning algorithms: each module is one algorithm, registered by name (see
+:mod:`metajax.registry`)."""

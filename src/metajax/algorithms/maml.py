@@ -1,45 +1,66 @@
 """Model-Agnostic Meta-Learning (Finn et al., 2017), second and first order."""
 
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from metajax import _validation
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
+from metajax import _validation, options, registry
+from metajax.algorithms.algorithm import Algorithm
+from metajax.algorithms.meta_learner import (
+    LossFn,
+    MetaLearner,
+    Params,
+    cached_factory,
+    loss_value,
+)
 from metajax.tasks.task import Task
 
 
+@cached_factory
 def maml(
     loss_fn: LossFn,
     *,
-    inner_lr: float,
-    num_steps: int = 1,
+    inner_lr: Any,
+    inner_steps: int = 1,
     first_order: bool = False,
+    has_aux: bool = False,
 ) -> MetaLearner:
     """MAML: meta-learn an initialisation that adapts well with a few gradient steps.
 
-    The inner loop takes ``num_steps`` steps of plain gradient descent, of size ``inner_lr``, on
-    a task's support set. The meta-loss is the loss of the adapted parameters on the task's query
-    set, averaged over a task batch; its gradient flows back through the inner loop, so it
+    The inner loop takes ``inner_steps`` steps of plain gradient descent, of size ``inner_lr``,
+    on a task's support set. The meta-loss is the loss of the adapted parameters on the task's
+    query set, averaged over a task batch; its gradient flows back through the inner loop, so it
     contains the Hessian-vector products of the inner losses (second order). With
     ``first_order=True`` the inner gradients are treated as constants (``stop_gradient``), which
     drops those terms: the first-order approximation of Finn et al. (2017).
 
+    Equal calls return the same learner, so ``jax.jit(learner.meta_grad)`` compiles once for
+    equal settings. To try many step sizes with one compilation, pass ``inner_lr`` as a traced
+    argument instead: ``jax.vmap(lambda lr: maml(loss_fn, inner_lr=lr).meta_grad(p, tasks))``.
+
     Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar`` for any pytree ``params`` of arrays. For an
-        Equinox model, partition it first (``eqx.partition(model, eqx.is_inexact_array)``) and
+      loss_fn: ``loss_fn(params, batch)`` for any pytree ``params`` of arrays, returning a
+        scalar, or ``(loss, aux)`` with ``has_aux`` (see :data:`metajax.LossFn`). For an Equinox
+        model, partition it first (``eqx.partition(model, eqx.is_inexact_array)``) and
         recombine inside ``loss_fn``.
       inner_lr: the inner-loop step size: a number ``> 0``, or a scalar JAX array (which may be
         traced, e.g. to ``vmap`` over step sizes).
-      num_steps: the number of inner-loop steps, ``>= 0``. With 0, MAML reduces to plain
+      inner_steps: the number of inner-loop steps, ``>= 0``. With 0, MAML reduces to plain
         multi-task training on the query sets.
       first_order: stop gradients through the inner-loop gradients.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``; the meta-loss is then the pair of the mean
+        loss and the mean ``aux`` over tasks, both for the query set after adaptation.
 
     Returns:
       A :class:`~metajax.MetaLearner`. Its meta-parameters are the model parameters themselves.
 
     Raises:
-      ValueError: if ``inner_lr``, ``num_steps`` or ``first_order`` is out of range.
+      OptionError: if ``inner_lr``, ``inner_steps``, ``first_order`` or ``has_aux`` is out of
+        range.
 
     Example:
       >>> loss = lambda theta, a: 0.5 * (theta - a) ** 2
@@ -48,50 +69,112 @@ def maml(
       0.405
     """
     inner_lr = _validation.step_size("inner_lr", inner_lr)
-    default_num_steps = _validation.integer("num_steps", num_steps, 0)
+    default_steps = _validation.integer("inner_steps", inner_steps, 0)
     first_order = _validation.boolean("first_order", first_order)
+    has_aux = _validation.boolean("has_aux", has_aux)
+    inner_loss = loss_value(loss_fn, has_aux)
 
-    def inner_step(params: Params, support) -> Params:
-        grads = jax.grad(loss_fn)(params, support)
+    def inner_step(params: Params, support: Any) -> Params:
+        grads = jax.grad(inner_loss)(params, support)
         if first_order:
             grads = lax.stop_gradient(grads)
         return jax.tree.map(lambda p, g: p - inner_lr * g, params, grads)
 
-    def scan_inner_loop(meta_params: Params, support, num_steps: int | None):
-        if num_steps is None:
-            num_steps = default_num_steps
-        num_steps = _validation.integer("num_steps", num_steps, 0)
+    return _gradient_descent_learner(loss_fn, inner_step, default_steps, has_aux)
 
-        def body(params, _):
-            params = inner_step(params, support)
-            return params, params
+
+def _gradient_descent_learner(
+    loss_fn: LossFn,
+    inner_step: Callable[[Params, Any], Params],
+    default_steps: int,
+    has_aux: bool,
+) -> MetaLearner:
+    """The learner whose meta-parameters are the model parameters, adapted by ``inner_step``."""
+
+    def scan_inner_loop(
+        params: Params, support: Any, inner_steps: int | None, observe: Callable | None
+    ) -> tuple[Params, Any]:
+        """The adapted parameters, and what ``observe`` sees of the parameters before each
+        step (the parameters themselves without it)."""
+        if inner_steps is None:
+            inner_steps = default_steps
+        inner_steps = _validation.integer("inner_steps", inner_steps, 0)
+
+        def body(params: Params, _: Any) -> tuple[Params, Any]:
+            return inner_step(params, support), params if observe is None else observe(params)
 
         # Unrolled: a loop of one or a few tiny steps is faster as straight-line code.
-        return lax.scan(body, meta_params, length=num_steps, unroll=num_steps <= 8)
+        return lax.scan(body, params, length=inner_steps, unroll=inner_steps <= 8)
 
-    def adapt(meta_params: Params, support, num_steps: int | None = None) -> Params:
-        params, _ = scan_inner_loop(meta_params, support, num_steps)
+    def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
+        params, _ = scan_inner_loop(meta_params, support, inner_steps, None)
         return params
 
-    def adapt_trajectory(meta_params: Params, support, num_steps: int | None = None) -> Params:
-        _, steps = scan_inner_loop(meta_params, support, num_steps)
+    def adapt_trajectory(
+        meta_params: Params,
+        support: Any,
+        inner_steps: int | None = None,
+        observe: Callable[[Params], Any] | None = None,
+    ) -> Any:
+        params, before_each_step = scan_inner_loop(meta_params, support, inner_steps, observe)
+        last = params if observe is None else observe(params)
         return jax.tree.map(
-            lambda start, rest: jnp.concatenate([jnp.asarray(start)[None], rest]),
-            meta_params,
-            steps,
+            lambda steps, final: jnp.concatenate([steps, jnp.asarray(final)[None]]),
+            before_each_step,
+            last,
         )
 
-    def task_loss(meta_params: Params, task: Task):
+    def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(adapt(meta_params, task.support), task.query)
 
-    def meta_loss(meta_params: Params, tasks: Task):
-        return jnp.mean(jax.vmap(task_loss, in_axes=(None, 0))(meta_params, tasks))
+    def meta_loss(meta_params: Params, tasks: Task) -> Any:
+        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(meta_params, tasks))
 
     return MetaLearner(
         init=lambda params: params,
+        model_params=lambda meta_params: meta_params,
         adapt=adapt,
         adapt_trajectory=adapt_trajectory,
         task_loss=task_loss,
         meta_loss=meta_loss,
-        meta_grad=jax.value_and_grad(meta_loss),
+        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
+        has_aux=has_aux,
     )
+
+
+@registry.register_algorithm
+@dataclasses.dataclass(frozen=True)
+class MAML(Algorithm):
+    """MAML's hyper-parameters (``--algorithm maml``); see :func:`maml`."""
+
+    name: ClassVar[str] = "maml"
+    description: ClassVar[str] = "MAML (Finn et al., 2017), second order unless --first-order"
+
+    inner_lr: Any = options.number(
+        0.01, "inner-loop (adaptation) step size", metavar="LR", traceable=True
+    )
+    inner_steps: int = options.integer(
+        1, "inner-loop gradient steps; 0 is plain multi-task training", minimum=0, metavar="S"
+    )
+    first_order: bool = options.flag(
+        False, "first-order MAML: no gradients through the inner-loop gradients"
+    )
+
+    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+        return maml(
+            loss_fn,
+            inner_lr=self.inner_lr,
+            inner_steps=self.inner_steps,
+            first_order=self.first_order,
+            has_aux=has_aux,
+        )
+
+    @property
+    def label(self) -> str:
+        return "first-order MAML" if self.first_order else "MAML"
+
+    def describe(self) -> str:
+        return f"{self.inner_steps} inner step{'s' * (self.inner_steps != 1)}"
+
+    def adaptation_text(self) -> str:
+        return f"inner lr {self.inner_lr:g}"

@@ -1,5 +1,6 @@
 """The interface every meta-learning algorithm implements."""
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -10,8 +11,16 @@ from metajax.tasks.task import Task
 Params = Any
 """Any pytree of arrays: a dict, a tuple, the array part of an Equinox module, ..."""
 
-LossFn = Callable[[Params, Any], Array]
-"""``loss_fn(params, batch) -> scalar``: the loss of one task's model on one batch."""
+LossFn = Callable[[Params, Any], Any]
+"""``loss_fn(params, batch)``: the loss of one task's model on one batch of its examples.
+
+It returns a scalar, or, for a learner built with ``has_aux=True``, a pair
+``(loss, aux)`` where ``aux`` is any pytree of values computed in the same forward pass:
+metrics such as ``{"accuracy": ...}``, or statistics the model computed. ``loss_fn`` always
+sees the examples of one task (algorithms ``vmap`` it over tasks), so statistics a model
+computes from its batch, such as batch normalisation's, are those of that task alone and never
+mix tasks. Nothing flows back from ``aux`` into the parameters: it is reported, not trained.
+"""
 
 
 class MetaLearner(NamedTuple):
@@ -22,24 +31,65 @@ class MetaLearner(NamedTuple):
     the outer loop is plain optax on ``meta_params``.
 
     Attributes:
-      init: ``init(params) -> meta_params``; the meta-parameters that start meta-training.
-      adapt: ``adapt(meta_params, support, num_steps=None) -> params``; the inner loop on one
-        task's support set. ``num_steps`` overrides the number of inner steps (a Python int).
-      adapt_trajectory: ``adapt_trajectory(meta_params, support, num_steps=None) -> params``
-        with a leading axis of length ``num_steps + 1``: the parameters before adaptation and
-        after each inner step.
-      task_loss: ``task_loss(meta_params, task) -> scalar``; what meta-training minimises for one
-        task. For MAML, the query loss of the parameters adapted on the support set; for the
-        pretrained baseline, the loss of the parameters themselves on all the task's examples.
-      meta_loss: ``meta_loss(meta_params, tasks) -> scalar``; ``task_loss`` averaged over a task
-        batch (a :class:`~metajax.Task` whose leaves have a leading task axis).
-      meta_grad: ``meta_grad(meta_params, tasks) -> (meta_loss, grads)``; the meta-loss and its
-        gradient with respect to ``meta_params``.
+      init: ``init(params) -> meta_params``; the meta-parameters that start meta-training, from
+        a model's parameters.
+      model_params: ``model_params(meta_params) -> params``; the model parameters that
+        adaptation starts from. For MAML they are the meta-parameters themselves; an algorithm
+        that also meta-learns other values (step sizes, say) keeps them in ``meta_params`` too,
+        so checkpoints and saved runs hold them.
+      adapt: ``adapt(meta_params, support, inner_steps=None) -> params``; the inner loop on one
+        task's support set. ``inner_steps`` overrides the number of inner steps (a Python int).
+      adapt_trajectory: ``adapt_trajectory(meta_params, support, inner_steps=None,
+        observe=None)``: the model parameters before adaptation and after each inner step,
+        stacked on a leading axis of length ``inner_steps + 1``; with ``observe``,
+        ``observe(params)`` of each of them instead, so that only what is observed (a metric,
+        say) is kept in memory, not every step's parameters.
+      task_loss: ``task_loss(meta_params, task)``; what meta-training minimises for one task
+        (with ``has_aux``, the pair ``(loss, aux)``). For MAML, the query loss of the parameters
+        adapted on the support set.
+      meta_loss: ``meta_loss(meta_params, tasks)``; ``task_loss`` averaged over a task batch (a
+        :class:`~metajax.Task` whose leaves have a leading task axis); with ``has_aux``, the
+        pair of the mean loss and the mean of each ``aux`` leaf.
+      meta_grad: ``meta_grad(meta_params, tasks) -> (meta_loss, grads)``: the meta-loss (as
+        ``meta_loss`` returns it) and its gradient with respect to ``meta_params``, like
+        ``jax.value_and_grad(meta_loss, has_aux=has_aux)``.
+      has_aux: whether ``loss_fn`` returns ``(loss, aux)`` rather than a scalar.
     """
 
     init: Callable[[Params], Params]
+    model_params: Callable[[Params], Params]
     adapt: Callable[..., Params]
-    adapt_trajectory: Callable[..., Params]
-    task_loss: Callable[[Params, Task], Array]
-    meta_loss: Callable[[Params, Task], Array]
-    meta_grad: Callable[[Params, Task], tuple[Array, Params]]
+    adapt_trajectory: Callable[..., Any]
+    task_loss: Callable[[Params, Task], Any]
+    meta_loss: Callable[[Params, Task], Any]
+    meta_grad: Callable[[Params, Task], tuple[Any, Params]]
+    has_aux: bool = False
+
+
+def loss_value(loss_fn: LossFn, has_aux: bool) -> Callable[[Params, Any], Array]:
+    """``loss_fn`` as a function returning the loss alone, for the inner loop's gradients."""
+    if not has_aux:
+        return loss_fn
+    return lambda params, batch: loss_fn(params, batch)[0]
+
+
+def cached_factory(factory: Callable[..., MetaLearner]) -> Callable[..., MetaLearner]:
+    """Makes equal calls of an algorithm's factory return the same learner.
+
+    ``jax.jit`` caches compiled code per function object, and each call of a factory makes new
+    closures: without this, ``jax.jit(maml(loss_fn, inner_lr=0.1).meta_grad)`` would compile
+    again for every learner built with the same settings. Calls whose arguments cannot be
+    hashed (a JAX array as the step size, to sweep it with ``vmap``) build a new learner.
+    """
+    cached = functools.lru_cache(maxsize=256)(factory)
+
+    @functools.wraps(factory)
+    def factory_or_cached(*args: Any, **kwargs: Any) -> MetaLearner:
+        try:
+            return cached(*args, **kwargs)
+        except TypeError as error:  # an unhashable argument
+            if "unhashable" not in str(error):
+                raise
+            return factory(*args, **kwargs)
+
+    return factory_or_cached

@@ -1,42 +1,89 @@
 """The pretrained baseline of Finn et al. (2017): multi-task training, then fine-tuning."""
 
+import dataclasses
+from typing import Any, ClassVar
+
 import jax
 import jax.numpy as jnp
 
+from metajax import _validation, options, registry
+from metajax.algorithms.algorithm import Algorithm
 from metajax.algorithms.maml import maml
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
+from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, cached_factory
 from metajax.tasks.task import Task
 
 
-def pretrain(loss_fn: LossFn, *, inner_lr: float, num_steps: int = 1) -> MetaLearner:
-    """Plain regression on all tasks at once, fine-tuned by gradient descent at test time.
+@cached_factory
+def pretrain(
+    loss_fn: LossFn, *, inner_lr: Any, inner_steps: int = 1, has_aux: bool = False
+) -> MetaLearner:
+    """Plain training on all tasks at once, fine-tuned by gradient descent at test time.
 
     Training fits one set of parameters to every task: the meta-loss is the loss of the
     parameters themselves on all of a task's examples, support and query together, averaged
     over a task batch; nothing adapts during training. At test time ``adapt`` fine-tunes with
-    ``num_steps`` steps of gradient descent of size ``inner_lr`` on the support set, exactly as
-    :func:`metajax.maml` adapts, so the two are evaluated alike.
+    ``inner_steps`` steps of gradient descent of size ``inner_lr`` on the support set, exactly
+    as :func:`metajax.maml` adapts, so the two are evaluated alike.
 
     Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar``. Support and query batches are joined by
-        concatenating every leaf along its first axis, the axis of examples.
+      loss_fn: ``loss_fn(params, batch)``, a scalar or, with ``has_aux``, ``(loss, aux)``.
+        Support and query batches are joined by concatenating every leaf along its first axis,
+        the axis of examples.
       inner_lr: the fine-tuning step size, a number ``> 0`` or a scalar JAX array.
-      num_steps: the default number of fine-tuning steps, ``>= 0``.
+      inner_steps: the default number of fine-tuning steps, ``>= 0``.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
 
     Returns:
       A :class:`~metajax.MetaLearner`.
     """
-    fine_tune = maml(loss_fn, inner_lr=inner_lr, num_steps=num_steps)
+    has_aux = _validation.boolean("has_aux", has_aux)
+    fine_tune = maml(loss_fn, inner_lr=inner_lr, inner_steps=inner_steps, has_aux=has_aux)
 
-    def task_loss(params: Params, task: Task):
+    def task_loss(params: Params, task: Task) -> Any:
         examples = jax.tree.map(
             lambda support, query: jnp.concatenate([support, query]), task.support, task.query
         )
         return loss_fn(params, examples)
 
-    def meta_loss(params: Params, tasks: Task):
-        return jnp.mean(jax.vmap(task_loss, in_axes=(None, 0))(params, tasks))
+    def meta_loss(params: Params, tasks: Task) -> Any:
+        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(params, tasks))
 
     return fine_tune._replace(
-        task_loss=task_loss, meta_loss=meta_loss, meta_grad=jax.value_and_grad(meta_loss)
+        task_loss=task_loss,
+        meta_loss=meta_loss,
+        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
     )
+
+
+@registry.register_algorithm
+@dataclasses.dataclass(frozen=True)
+class Pretrain(Algorithm):
+    """The pretrained baseline's settings (``--algorithm pretrain``); see :func:`pretrain`."""
+
+    name: ClassVar[str] = "pretrain"
+    description: ClassVar[str] = (
+        "the pretrained baseline of the MAML paper: plain training on all tasks, fine-tuned "
+        "at test time"
+    )
+    objective: ClassVar[str] = "{loss} on all examples"
+    tunes_inner_lr: ClassVar[bool] = True
+
+    inner_lr: Any = options.number(
+        0.01, "fine-tuning step size at test time", metavar="LR", traceable=True
+    )
+    inner_steps: int = options.integer(1, "fine-tuning steps at test time", minimum=0, metavar="S")
+
+    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+        return pretrain(
+            loss_fn, inner_lr=self.inner_lr, inner_steps=self.inner_steps, has_aux=has_aux
+        )
+
+    @property
+    def label(self) -> str:
+        return "pretrained"
+
+    def describe(self) -> str:
+        return "no adaptation in training"
+
+    def adaptation_text(self) -> str:
+        return f"fine-tuning lr {self.inner_lr:g}"

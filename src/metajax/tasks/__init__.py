@@ -1,1 +1,1 @@
-"""Task families: pure, jit-able samplers of task batches."""
+"""Task families: each module is one family, registered by name (see :mod:`metajax.registry`)."""

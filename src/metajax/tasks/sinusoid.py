@@ -1,15 +1,32 @@
-"""Sinusoid regression, the task family of Finn et al. (2017), sampled on device."""
+"""Sinusoid regression, the task family of Finn et al. (2017), sampled on the device.
+
+A task is a sinusoid ``y = amplitude * sin(x + phase)``; the model, an MLP, adapts on its
+support points and is scored by mean squared error on its query points. This module is the
+whole family: the distribution of tasks (:class:`SinusoidDistribution`), the family's settings
+and presets (:class:`SinusoidConfig`, registered as ``sinusoid``), its model and loss, its
+held-out evaluation tasks and its figure.
+"""
 
 import dataclasses
 import math
-from typing import NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
-from metajax import _validation
+from metajax import _validation, options, registry
+from metajax.algorithms.maml import MAML
+from metajax.config import RunConfig, TrainSettings
+from metajax.models import MLP, mlp, mse_loss
+from metajax.tasks.family import Metric, TaskFamily
 from metajax.tasks.task import Task
+
+if TYPE_CHECKING:
+    from metajax.runs import LoadedRun
 
 
 class Sinusoid(NamedTuple):
@@ -27,7 +44,7 @@ Range = tuple[float, float]
 
 
 @dataclasses.dataclass(frozen=True)
-class SinusoidFamily:
+class SinusoidDistribution:
     """The distribution of sinusoid regression tasks.
 
     A task draws an amplitude and a phase uniformly from their ranges; its support and query
@@ -45,7 +62,7 @@ class SinusoidFamily:
     phase_range: Range = (0.0, math.pi)
     x_range: Range = (-5.0, 5.0)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("amplitude_range", "phase_range", "x_range"):
             object.__setattr__(self, name, _validation.number_range(name, getattr(self, name)))
 
@@ -93,9 +110,181 @@ def _uniform(key: Array, shape: tuple[int, ...], bounds: Range) -> Array:
     return jax.random.uniform(key, shape, minval=bounds[0], maxval=bounds[1])
 
 
-SINUSOID_PRESETS: dict[str, SinusoidFamily] = {
-    # The tutorial "MAML Tutorial with JAX" (Jang, 2019).
-    "tutorial": SinusoidFamily(amplitude_range=(0.1, 0.5)),
-    # The MAML paper (Finn et al., 2017, section 5.1).
-    "finn2017": SinusoidFamily(amplitude_range=(0.1, 5.0)),
+@registry.register_family
+@dataclasses.dataclass(frozen=True)
+class SinusoidConfig(TaskFamily):
+    """The sinusoid family's settings: the task distribution, the task sizes and the MLP.
+
+    ``SinusoidConfig()`` is the tutorial's family (amplitudes in [0.1, 0.5], 20 support and 20
+    query points); the presets ``tutorial`` and ``finn2017`` are complete run configs.
+    """
+
+    name: ClassVar[str] = "sinusoid"
+    description: ClassVar[str] = (
+        "Sinusoid regression (Finn et al., 2017): each task is y = A sin(x + phase) with A and "
+        "the phase drawn from their ranges; the model, an MLP, adapts on K support points and "
+        "is scored by its mean squared error on the query points. The default preset, "
+        "tutorial, is the batched run of the tutorial 'MAML Tutorial with JAX'; finn2017 is "
+        "the MAML paper's setting."
+    )
+    metrics: ClassVar[dict[str, Metric]] = {"mse": Metric("MSE")}
+    eval_shots: ClassVar[tuple[int, ...]] = (5, 10, 20)
+    renamed_options: ClassVar[dict[str, str]] = {"k_shot": "shots", "k_query": "query_shots"}
+
+    amplitude_range: Range = options.number_range((0.1, 0.5), "amplitude range of the sinusoids")
+    phase_range: Range = options.number_range(
+        (0.0, math.pi), "phase range of the sinusoids, in radians"
+    )
+    x_range: Range = options.number_range((-5.0, 5.0), "input range of the sinusoids")
+    shots: int = options.integer(20, "support points per task, the K of K-shot", metavar="K")
+    query_shots: int = options.integer(20, "query points per task", metavar="Q")
+    hidden_sizes: tuple[int, ...] = options.sizes(
+        (40, 40), "hidden layer sizes of the MLP", metavar="SIZE"
+    )
+
+    @classmethod
+    def presets(cls) -> dict[str, RunConfig]:
+        return {
+            # The tutorial's batched run: "MAML Tutorial with JAX" (Jang, 2019).
+            "tutorial": RunConfig(
+                task=cls(amplitude_range=(0.1, 0.5), shots=20, query_shots=20),
+                algorithm=MAML(inner_lr=0.1, inner_steps=1),
+                training=TrainSettings(meta_steps=20000, meta_batch_size=4, meta_lr=1e-3),
+                preset="tutorial",
+            ),
+            # The MAML paper's regression experiment (Finn et al., 2017, section 5.1).
+            "finn2017": RunConfig(
+                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                algorithm=MAML(inner_lr=0.01, inner_steps=1),
+                training=TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3),
+                preset="finn2017",
+            ),
+        }
+
+    @property
+    def distribution(self) -> SinusoidDistribution:
+        return SinusoidDistribution(self.amplitude_range, self.phase_range, self.x_range)
+
+    def build_model(self, key: Array) -> MLP:
+        return mlp(key, (1, *self.hidden_sizes, 1))
+
+    def loss(self, model: Any, batch: Any) -> tuple[Array, dict[str, Array]]:
+        return mse_loss(model, batch), {}
+
+    def sample_tasks(self, key: Array, num_tasks: int) -> Task:
+        return self.distribution.sample_tasks(key, num_tasks, self.shots, self.query_shots)
+
+    def eval_tasks(self, key: Array, num_tasks: int, shots: int, query_shots: int) -> Task:
+        # The sinusoids and the query points are the same for every K; the support points are
+        # drawn for each K alone.
+        sinusoid_key, support_key, query_key = jax.random.split(key, 3)
+        distribution = self.distribution
+        sinusoids = distribution.sample_sinusoids(sinusoid_key, num_tasks)
+        return Task(
+            support=distribution.sample_points(
+                jax.random.fold_in(support_key, shots), sinusoids, shots
+            ),
+            query=distribution.sample_points(
+                jax.random.fold_in(query_key, query_shots), sinusoids, query_shots
+            ),
+        )
+
+    def eval_query_shots(self) -> int:
+        return 100  # drawn over the whole x range: a steadier estimate of the error than K
+
+    def task_distribution(self) -> SinusoidDistribution:
+        return self.distribution
+
+    def describe(self) -> str:
+        return f"K={self.shots}"
+
+    def plot_example(self, path: Path, run: "LoadedRun", adapt_steps: int, key: Array) -> None:
+        from metajax import plots  # matplotlib is imported only by the code that draws
+
+        sinusoid, support, grid, curves = _adaptation_curves(
+            run.learner, run.meta_params, run.static, self, adapt_steps, key
+        )
+        target, *predicted = np.asarray(curves)
+        predictions = []
+        for step, values in enumerate(predicted):
+            mse = float(np.mean((values - target) ** 2))
+            label = "pre-update" if step == 0 else f"after {step} step{'s' if step > 1 else ''}"
+            predictions.append((f"{label} (MSE {mse:.3g})", values))
+        plots.plot_adaptation(
+            path,
+            np.asarray(grid),
+            target,
+            predictions,
+            (np.asarray(support[0]), np.asarray(support[1])),
+            title=(
+                f"Held-out task A={float(sinusoid.amplitude):.2f}, "
+                f"phase={float(sinusoid.phase):.2f}: {self.shots}-shot, "
+                f"{run.config.algorithm.adaptation_text()}"
+            ),
+        )
+
+    @classmethod
+    def upgrade_config(cls, values: dict[str, Any], config_format: int) -> dict[str, Any]:
+        """Format 1, metajax 0.1's: flat keys, with ``k_shot``, ``k_query`` and ``steps``."""
+        if config_format != 1:
+            return super().upgrade_config(values, config_format)
+        sections: dict[str, dict[str, Any]] = {"task": {}, "hparams": {}, "training": {}}
+        top = {"family": cls.name}
+        for key, value in values.items():
+            if key in ("preset", "algorithm"):
+                top[key] = value
+            elif value is None:  # "the preset's value" in format 1
+                continue
+            elif key in _FORMAT_1_KEYS:
+                section, name = _FORMAT_1_KEYS[key]
+                sections[section][name] = value
+            else:
+                raise ValueError(f"unknown config keys: {key}")
+        if top.get("algorithm") == "pretrain" and sections["hparams"].get("first_order") is False:
+            del sections["hparams"]["first_order"]  # format 1 wrote it for every algorithm
+        return {**top, **sections}
+
+
+_FORMAT_1_KEYS = {
+    **{key: ("task", key) for key in ("amplitude_range", "phase_range", "x_range")},
+    "k_shot": ("task", "shots"),
+    "k_query": ("task", "query_shots"),
+    "hidden_sizes": ("task", "hidden_sizes"),
+    **{key: ("hparams", key) for key in ("inner_lr", "inner_steps", "first_order")},
+    "steps": ("training", "meta_steps"),
+    **{
+        key: ("training", key)
+        for key in (
+            "meta_batch_size",
+            "meta_lr",
+            "seed",
+            "log_every",
+            "steps_per_call",
+            "checkpoint_every",
+            "keep_checkpoints",
+        )
+    },
 }
+"""Where each key of a format-1 config lives now: (section, name)."""
+
+
+@eqx.filter_jit
+def _adaptation_curves(learner, meta_params, static, config, adapt_steps, key):  # type: ignore[no-untyped-def]
+    """One held-out sinusoid, its support set, and the curves of the adaptation figure on a grid
+    over the x range: the target first, then the model after 0..adapt_steps inner steps."""
+    distribution = config.distribution
+    sinusoid_key, x_key = jax.random.split(key)
+    sinusoids = distribution.sample_sinusoids(sinusoid_key, 1)
+    task, sinusoid = jax.tree.map(
+        lambda leaf: leaf[0], (distribution.tasks_for(x_key, sinusoids, config.shots, 0), sinusoids)
+    )
+    low, high = distribution.x_range
+    grid = jnp.linspace(low, high, 200)[:, None]
+    predicted = learner.adapt_trajectory(
+        meta_params,
+        task.support,
+        adapt_steps,
+        observe=lambda params: jax.vmap(eqx.combine(params, static))(grid),
+    )
+    curves = jnp.concatenate([sinusoid(grid)[None], predicted])[..., 0]
+    return sinusoid, task.support, grid[:, 0], curves

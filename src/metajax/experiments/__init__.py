@@ -1,1 +1,0 @@
-"""Complete experiments: a config in, a run directory out."""

@@ -1,0 +1,369 @@
+"""Runs of any task family and algorithm: from a config to a finished run directory, and back.
+
+:func:`train` writes ``config.json`` first, then ``metrics.jsonl`` and ``checkpoints/`` as
+training goes (see :func:`metajax.training_run.run`), then ``params.eqx`` (the meta-parameters),
+the figures ``adaptation.png`` (the family's) and ``meta_loss.png``, and last ``summary.json``.
+:func:`resume` continues a stopped run bit for bit; :func:`load` gives a finished run back,
+ready to adapt to new tasks.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import numpy as np
+import optax
+
+from metajax import checkpoints, memory, metrics, options, run_dir, training_run
+from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
+from metajax.config import (
+    INIT_STREAM,
+    TEST_STREAM,
+    TRAIN_STREAM,
+    RunConfig,
+    load_config,
+    stream_key,
+)
+from metajax.memory import OutOfMemoryError
+from metajax.options import Integer, Options, Sizes, declared
+from metajax.stop_signals import StopSignals
+from metajax.tasks.family import TaskFamily
+from metajax.training import TaskSampler, TrainState, init_train_state
+from metajax.training_run import FINAL_LOSS_WINDOW
+
+
+def family_loss(family: TaskFamily, static: Any) -> LossFn:
+    """``loss_fn(params, batch) -> (loss, aux)``: the family's loss of the model that ``params``
+    and ``static`` (the non-array part of the model) make."""
+
+    def loss_fn(params: Params, batch: Any) -> Any:
+        return family.loss(eqx.combine(params, static), batch)
+
+    return loss_fn
+
+
+class Setup(NamedTuple):
+    """What a config builds for training: the model's parameters, the rest of the model, the
+    loss, the learner, the outer optimizer (Adam at ``meta_lr``), the task sampler and the key
+    of the training tasks."""
+
+    params: Params
+    static: Any
+    loss_fn: LossFn
+    learner: MetaLearner
+    optimizer: optax.GradientTransformation
+    sample_tasks: TaskSampler
+    train_key: jax.Array
+
+    def initial_state(self) -> TrainState:
+        """The state before the first meta-step."""
+        return init_train_state(self.learner, self.optimizer, self.params, self.train_key)
+
+
+def build(config: RunConfig) -> Setup:
+    """Builds the initial model, the learner and the task sampler for a config."""
+    with memory.converted("building the model"):
+        model = config.task.build_model(stream_key(config.training.seed, INIT_STREAM))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    loss_fn = family_loss(config.task, static)
+    return Setup(
+        params=params,
+        static=static,
+        loss_fn=loss_fn,
+        learner=config.algorithm.make(loss_fn, has_aux=True),
+        optimizer=optax.adam(config.training.meta_lr),
+        sample_tasks=partial(config.task.sample_tasks, num_tasks=config.training.meta_batch_size),
+        train_key=stream_key(config.training.seed, TRAIN_STREAM),
+    )
+
+
+def memory_sizes(config: RunConfig) -> dict[str, Any]:
+    """The settings that set how much memory a run needs, by name."""
+    sizes = {
+        name: getattr(part, name)
+        for part in (config.task, config.algorithm)
+        for name, kind in declared(part).items()
+        if isinstance(kind, (Integer, Sizes))
+    }
+    training = config.training
+    return {
+        "meta_batch_size": training.meta_batch_size,
+        "steps_per_call": training.steps_per_call,
+        **sizes,
+    }
+
+
+def train(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    tensorboard: bool = False,
+    sinks: Sequence[metrics.MetricsSink] = (),
+) -> dict[str, Any]:
+    """Meta-trains as ``config`` says and writes the run directory ``out``.
+
+    Args:
+      config: the run's settings.
+      out: the run directory; an earlier run there is an error unless ``overwrite``.
+      overwrite: replace an earlier run's files in ``out``.
+      progress: show a progress bar.
+      plots: draw the figures.
+      tensorboard: also write the metrics for TensorBoard, in ``out/tensorboard`` (needs
+        tensorboardX).
+      sinks: more places for the metrics (see :class:`metajax.metrics.MetricsSink`).
+
+    Returns:
+      The summary (``summary.json``): the final meta-loss (the mean over the last 1000
+      meta-steps), the meta-steps per second and the compile and training times.
+
+    Raises:
+      RunDirError: if ``out`` holds an earlier run and ``overwrite`` is false.
+      MissingDependencyError: ``tensorboard`` without tensorboardX installed.
+      OutOfMemoryError: the run needs more memory than the device has; it names the sizes.
+      metajax.Interrupted: SIGINT or SIGTERM stopped the run after a checkpoint; :func:`resume`
+        continues it.
+      metajax.Diverged: a meta-loss or meta-gradient was not finite.
+    """
+    if tensorboard:
+        metrics.tensorboard_writer()  # fail before anything is written
+    out = run_dir.prepare(out, overwrite=overwrite)
+    values = config.to_dict()
+    run_dir.write_json(out / run_dir.CONFIG, values)
+    return _train(config, values, out, False, progress, plots, tensorboard, sinks)
+
+
+def resume(
+    out: str | Path,
+    *,
+    progress: bool = True,
+    plots: bool = True,
+    tensorboard: bool | None = None,
+    sinks: Sequence[metrics.MetricsSink] = (),
+) -> dict[str, Any]:
+    """Continues the run in ``out`` from its newest checkpoint, with its saved config.
+
+    The result is bit for bit the run that was never stopped. A finished run (one with
+    ``summary.json``) is left alone and its summary returned. TensorBoard logging continues if
+    the run has a ``tensorboard`` directory, unless ``tensorboard`` says otherwise.
+
+    Raises:
+      RunDirError: if ``out`` is not a run directory or its config cannot be read.
+      CheckpointError: if the newest checkpoint is damaged or was written for another config.
+      metajax.Interrupted, metajax.Diverged, OutOfMemoryError: as for :func:`train`.
+    """
+    out = existing_run_dir(out)
+    config = run_config(out)
+    if finished(out):
+        return run_dir.read_json(out / run_dir.SUMMARY)
+    if tensorboard is None:
+        tensorboard = (out / run_dir.TENSORBOARD).is_dir()
+    if tensorboard:
+        metrics.tensorboard_writer()
+    # Checkpoints record the config as config.json holds it, in the format it was written in.
+    values = run_dir.read_json(out / run_dir.CONFIG)
+    return _train(config, values, out, True, progress, plots, tensorboard, sinks)
+
+
+def finished(path: str | Path) -> bool:
+    """Whether the run in ``path`` has finished: ``summary.json`` is the last file it writes."""
+    return (Path(path) / run_dir.SUMMARY).exists()
+
+
+def _train(
+    config: RunConfig,
+    values: dict[str, Any],
+    out: Path,
+    resume: bool,
+    progress: bool,
+    plots: bool,
+    tensorboard: bool,
+    sinks: Sequence[metrics.MetricsSink],
+) -> dict[str, Any]:
+    steps = config.training.meta_steps
+    try:
+        # Signals stop the work at the next safe point from here on, figures included.
+        with StopSignals() as stop:
+            setup = build(config)
+            all_sinks = list(sinks)
+            if tensorboard:
+                all_sinks.append(_tensorboard_sink(out, config, resume))
+            outcome = training_run.run(
+                out,
+                values,
+                setup.learner,
+                setup.optimizer,
+                setup.sample_tasks,
+                setup.initial_state(),
+                config.training,
+                resume=resume,
+                progress=progress,
+                stop=stop,
+                sinks=all_sinks,
+                steps_per_draw=config.task.steps_per_draw,
+            )
+            run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
+            if plots:
+                stop.raise_if_received(out, steps, steps)
+                plot(out)
+            stop.raise_if_received(out, steps, steps)
+            trained = steps - outcome.resumed_from
+            summary = {
+                "meta_steps": steps,
+                "final_meta_loss": outcome.final_meta_loss,
+                "final_meta_loss_window": min(FINAL_LOSS_WINDOW, steps),
+                "resumed_from_step": outcome.resumed_from if resume else None,
+                "compile_seconds": round(outcome.compile_seconds, 3),
+                "train_seconds": round(outcome.train_seconds, 3),
+                "meta_steps_per_second": (
+                    round(trained / outcome.train_seconds, 1) if trained else None
+                ),
+            }
+            run_dir.write_json(out / run_dir.SUMMARY, summary)
+    except OutOfMemoryError as error:
+        raise error.with_sizes(memory_sizes(config)) from None
+    return summary
+
+
+def _tensorboard_sink(out: Path, config: RunConfig, resume: bool) -> metrics.TensorBoardMetrics:
+    resumed_through = None
+    if resume:  # the records that metrics.jsonl keeps when the run resumes
+        last = checkpoints.latest(out / run_dir.CHECKPOINTS)
+        step = 0 if last is None else last.step
+        resumed_through = step - step % config.training.log_every
+    return metrics.TensorBoardMetrics(out / run_dir.TENSORBOARD, resumed_through)
+
+
+def existing_run_dir(path: str | Path) -> Path:
+    """``path``, if it is an existing directory."""
+    path = Path(path)
+    if not path.exists():
+        raise run_dir.RunDirError(f"run directory '{path}' does not exist")
+    if not path.is_dir():
+        raise run_dir.RunDirError(f"'{path}' is a file, not a run directory")
+    return path
+
+
+def run_config(path: Path) -> RunConfig:
+    """The config of the run in the directory ``path``."""
+    if not (path / run_dir.CONFIG).exists():
+        raise run_dir.RunDirError(
+            f"'{path / run_dir.CONFIG}' is missing; is '{path}' a metajax run?"
+        )
+    return load_config(path / run_dir.CONFIG)
+
+
+class LoadedRun(NamedTuple):
+    """A finished run, ready to adapt to new tasks.
+
+    ``run.adapt(support)`` adapts to one task's support set and returns the model parameters;
+    ``run.model(params)`` puts them into the model (an Equinox module for the built-in
+    families); ``run.loss_fn(params, batch)`` is the family's ``(loss, aux)``.
+
+    Attributes:
+      path: the run directory.
+      config: the run's config.
+      meta_params: the meta-trained meta-parameters, as ``params.eqx`` holds them.
+      static: the part of the model that is not parameters.
+      learner: the algorithm, built as in training.
+      loss_fn: ``loss_fn(params, batch) -> (loss, aux)``.
+    """
+
+    path: Path
+    config: RunConfig
+    meta_params: Params
+    static: Any
+    learner: MetaLearner
+    loss_fn: LossFn
+
+    @property
+    def params(self) -> Params:
+        """The model parameters that adaptation starts from."""
+        return self.learner.model_params(self.meta_params)
+
+    def model(self, params: Params | None = None) -> Any:
+        """The model with ``params`` (by default :attr:`params`, the unadapted ones)."""
+        return eqx.combine(self.params if params is None else params, self.static)
+
+    def adapt(self, support: Any, inner_steps: int | None = None) -> Params:
+        """The model parameters adapted to one task's ``support`` set."""
+        return self.learner.adapt(self.meta_params, support, inner_steps)
+
+
+def load(path: str | Path) -> LoadedRun:
+    """A finished run directory, with its learner and meta-parameters.
+
+    Raises:
+      RunDirError: if the directory, its config or its ``params.eqx`` is missing or damaged.
+    """
+    path = existing_run_dir(path)
+    config = run_config(path)
+    key = stream_key(config.training.seed, INIT_STREAM)
+    params_like, static = eqx.filter_eval_shape(
+        lambda key: eqx.partition(config.task.build_model(key), eqx.is_inexact_array), key
+    )
+    loss_fn = family_loss(config.task, static)
+    learner = config.algorithm.make(loss_fn, has_aux=True)
+    like = jax.eval_shape(learner.init, params_like)
+    meta_params = run_dir.load_params(path / run_dir.PARAMS, like)
+    return LoadedRun(path, config, meta_params, static, learner, loss_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotSettings(Options):
+    """What ``metajax plot`` draws."""
+
+    adapt_steps: int = options.integer(
+        5, "show the model after 1 to N adaptation steps", maximum=50
+    )
+
+
+def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
+    """Draws a run's figures from its directory and returns their paths.
+
+    ``adaptation.png``: the task family's figure of the model adapting to a held-out task (from
+    the test stream of evaluation seed 0) after 0 to ``adapt_steps`` inner steps.
+    ``meta_loss.png``: the logged meta-loss against meta-steps.
+
+    Raises:
+      OptionError: if ``adapt_steps`` is not an integer in [1, 50].
+      RunDirError: if the directory is not a finished run.
+    """
+    settings = PlotSettings(adapt_steps=adapt_steps)
+    from metajax import plots  # matplotlib is imported only by the code that draws
+
+    path = Path(path)
+    run = load(path)
+    config = run.config
+    adaptation_path = path / run_dir.ADAPTATION_PLOT
+    with memory.converted("drawing the adaptation figure"):
+        config.task.plot_example(
+            adaptation_path, run, settings.adapt_steps, stream_key(0, TEST_STREAM)
+        )
+
+    records = metrics.read(path / run_dir.METRICS)
+    meta_loss_path = path / run_dir.META_LOSS_PLOT
+    loss_label = next(iter(config.task.metrics.values())).label
+    details = [
+        f"{config.training.meta_batch_size} tasks/step",
+        config.task.describe(),
+        config.algorithm.describe(),
+    ]
+    preset = f", preset {config.preset}" if config.preset else ""
+    plots.plot_meta_loss(
+        meta_loss_path,
+        np.array([record["step"] for record in records]),
+        np.array([record["meta_loss"] for record in records]),
+        title=f"{config.algorithm.label}{preset}: {', '.join(d for d in details if d)}",
+        ylabel=(
+            f"{config.algorithm.objective.format(loss=loss_label)}, "
+            f"mean of {config.training.log_every} steps"
+        ),
+    )
+    return [adaptation_path, meta_loss_path]
