@@ -183,11 +183,9 @@ def learned_lr(
     return metajax.MetaLearner(
         init=lambda params: {"params": params, "log_lr": jnp.log(jnp.float32(initial_lr))},
         model_params=lambda meta: meta["params"],
-        adapt=lambda meta, support, inner_steps=None: trajectory(meta, support, inner_steps, None)[
-            0
-        ],
-        adapt_trajectory=lambda meta, support, inner_steps=None, observe=None: trajectory(
-            meta, support, inner_steps, observe
+        adapt=lambda meta, support, steps=None: trajectory(meta, support, steps, None)[0],
+        adapt_trajectory=lambda meta, support, steps=None, observe=None: trajectory(
+            meta, support, steps, observe
         )[1],
         task_loss=task_loss,
         meta_loss=meta_loss,

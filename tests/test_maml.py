@@ -297,14 +297,16 @@ def test_observing_a_trajectory_equals_observing_each_step_of_it():
     observed = learner.adapt_trajectory(params, support, observe=lambda p: dict_mlp_loss(p, query))
     assert observed.shape == (4,)
     expected = [
-        dict_mlp_loss(jax.tree.map(lambda l, s=s: l[s], trajectory), query) for s in range(4)
+        dict_mlp_loss(jax.tree.map(lambda leaf, s=s: leaf[s], trajectory), query) for s in range(4)
     ]
     np.testing.assert_allclose(observed, expected, rtol=1e-6)
     # The first entry is the unadapted parameters, the last the adapted ones.
-    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(lambda l: l[0], trajectory), params)
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.tree.map(lambda leaf: leaf[0], trajectory), params
+    )
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
-        jax.tree.map(lambda l: l[-1], trajectory),
+        jax.tree.map(lambda leaf: leaf[-1], trajectory),
         learner.adapt(params, support),
     )
 

@@ -360,7 +360,12 @@ def _renamed_hint(args: argparse.Namespace, extras: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
-    args, extras = build_parser().parse_known_args(argv)
+    try:
+        parser = build_parser()
+    except registry.PluginError as error:
+        print(f"metajax: error: {error}", file=sys.stderr)
+        return 1
+    args, extras = parser.parse_known_args(argv)
     if extras:
         args.parser.error(
             f"unrecognized arguments: {' '.join(extras)}{_renamed_hint(args, extras)}"

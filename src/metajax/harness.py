@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -25,7 +25,7 @@ from metajax.algorithms.algorithm import Algorithm
 from metajax.config import TEST_STREAM, VALIDATION_STREAM, stream_key
 from metajax.evaluation import adaptation_curve, summarise
 from metajax.options import Options, declared
-from metajax.runs import LoadedRun, family_loss, load, memory_sizes
+from metajax.runs import LoadedRun, family_loss, load
 from metajax.tasks.family import TaskFamily
 from metajax.tasks.task import Task
 
@@ -116,21 +116,47 @@ def query_size(family: TaskFamily, settings: EvalSettings, shots: int) -> int:
     return shots if settings.query_shots == "shots" else int(settings.query_shots)
 
 
+class _Tasks(NamedTuple):
+    """Which held-out tasks to draw: ``family.eval_tasks(key, *sizes)``."""
+
+    key: jax.Array
+    num_tasks: int
+    shots: int
+    query_shots: int
+
+
+def _which_tasks(
+    family: TaskFamily, settings: EvalSettings, shots: int, stream: int = TEST_STREAM
+) -> _Tasks:
+    num_tasks = settings.num_tasks if stream == TEST_STREAM else settings.validation_tasks
+    key = stream_key(settings.eval_seed, stream)
+    return _Tasks(key, num_tasks, shots, query_size(family, settings, shots))
+
+
 def evaluation_tasks(
     family: TaskFamily, settings: EvalSettings, shots: int, stream: int = TEST_STREAM
 ) -> Task:
     """The held-out K-shot tasks, from the evaluation seed's ``stream`` (test or validation)."""
-    num_tasks = settings.num_tasks if stream == TEST_STREAM else settings.validation_tasks
-    key = stream_key(settings.eval_seed, stream)
-    return family.eval_tasks(key, num_tasks, shots, query_size(family, settings, shots))
+    which = _which_tasks(family, settings, shots, stream)
+    return family.eval_tasks(which.key, which.num_tasks, which.shots, which.query_shots)
 
 
 @eqx.filter_jit
-def _curves(family, algorithm, meta_params, static, tasks, adapt_steps, inner_lrs):  # type: ignore[no-untyped-def]
+def _curves(  # type: ignore[no-untyped-def]
+    family: TaskFamily,
+    algorithm: Algorithm,
+    meta_params,
+    static,
+    which: _Tasks,
+    adapt_steps: int,
+    inner_lrs,
+):
     """Every metric of every task after 0..adapt_steps steps, for each step size in
     ``inner_lrs`` (or the algorithm's own if ``None``): leaves of shape [G, N, S + 1].
 
-    Compiled once per run config and task shapes: the meta-parameters are traced."""
+    The tasks are drawn inside, so that memory is checked before they take any. Compiled once
+    per run config and task sizes: the meta-parameters and the key are traced."""
+    tasks = family.eval_tasks(which.key, which.num_tasks, which.shots, which.query_shots)
     loss_fn = family_loss(family, static)
     loss_name = next(iter(family.metrics))
 
@@ -140,7 +166,7 @@ def _curves(family, algorithm, meta_params, static, tasks, adapt_steps, inner_lr
 
     def with_step_size(inner_lr):  # type: ignore[no-untyped-def]
         changed = (
-            algorithm if inner_lr is None else dataclasses.replace(algorithm, inner_lr=inner_lr)
+            algorithm if inner_lr is None else dataclasses.replace(algorithm, inner_lr=inner_lr)  # type: ignore[type-var]
         )
         learner = changed.make(loss_fn, has_aux=True)
         return adaptation_curve(learner, metrics, meta_params, tasks, adapt_steps)
@@ -150,13 +176,13 @@ def _curves(family, algorithm, meta_params, static, tasks, adapt_steps, inner_lr
     return jax.vmap(with_step_size)(inner_lrs)
 
 
-def _run_curves(run: LoadedRun, tasks: Task, adapt_steps: int, inner_lrs: Any) -> dict:
+def _run_curves(run: LoadedRun, which: _Tasks, adapt_steps: int, inner_lrs: Any) -> dict:
     args = (
         run.config.task,
         run.config.algorithm,
         run.meta_params,
         run.static,
-        tasks,
+        which,
         adapt_steps,
         inner_lrs,
     )
@@ -189,7 +215,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
             "query_shots": query_size(family, settings, shots),
         }
         if tune:
-            validation = evaluation_tasks(family, settings, shots, VALIDATION_STREAM)
+            validation = _which_tasks(family, settings, shots, VALIDATION_STREAM)
             curves = _run_curves(run, validation, settings.adapt_steps, jnp.asarray(STEP_SIZE_GRID))
             scores = curves[primary][..., 1:].mean(axis=(1, 2))
             if not np.isfinite(scores).any():
@@ -210,7 +236,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
             inner_lr, source = settings.inner_lr, "option"
         else:
             inner_lr, source = getattr(algorithm, "inner_lr", 0.0), "run"
-        test = evaluation_tasks(family, settings, shots)
+        test = _which_tasks(family, settings, shots)
         inner_lrs = jnp.asarray([inner_lr]) if has_step_size else None
         (curves,) = _split_step_sizes(_run_curves(run, test, settings.adapt_steps, inner_lrs))
         if has_step_size:
@@ -235,8 +261,17 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
     try:
         results = evaluate_run(run, settings)
     except memory.OutOfMemoryError as error:
-        sizes = {"num_tasks": settings.num_tasks, "adapt_steps": settings.adapt_steps}
-        raise error.with_sizes({**sizes, **memory_sizes(run.config)}) from None
+        family = run.config.task
+        shots = settings.shots or family.eval_shots
+        sizes = {
+            "num_tasks": settings.num_tasks,
+            "adapt_steps": settings.adapt_steps,
+            "shots": shots,
+            "query_shots": sorted({query_size(family, settings, k) for k in shots}),
+        }
+        if settings.tunes(run.config.algorithm):
+            sizes["validation_tasks"] = settings.validation_tasks
+        raise error.with_sizes(sizes) from None
     return {
         "run": str(run.path),
         "family": run.config.family,

@@ -113,4 +113,4 @@ def converted(what: str) -> Iterator[None]:
         text = str(error)
         if "RESOURCE_EXHAUSTED" not in text and "Out of memory" not in text:
             raise
-        raise OutOfMemoryError(what, text.strip().splitlines()[0]) from None
+        raise OutOfMemoryError(what, text.strip().splitlines()[0].rstrip(".")) from None

@@ -92,8 +92,16 @@ def register_algorithm(cls: T) -> T:
     return _register(_ALGORITHMS, cls, "algorithm", _training_settings())
 
 
+class PluginError(ImportError):
+    """A plugin named by an entry point of the group ``metajax.plugins`` that failed to load."""
+
+
 def load_plugins() -> None:
-    """Imports the modules named by the entry points of the group ``metajax.plugins``, once."""
+    """Imports the modules named by the entry points of the group ``metajax.plugins``, once.
+
+    Raises:
+      PluginError: naming the plugin, if one fails to load.
+    """
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -102,7 +110,7 @@ def load_plugins() -> None:
         try:
             entry_point.load()
         except Exception as error:
-            raise ImportError(
+            raise PluginError(
                 f"the metajax plugin {entry_point.name!r} ({entry_point.value}) failed to "
                 f"load: {error}"
             ) from error
