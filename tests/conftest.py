@@ -51,3 +51,25 @@ def run_metajax(child_env):
         )
 
     return run
+
+
+@pytest.fixture
+def count_compilations():
+    """``count(function, *args)``: how many times XLA compiles while ``function(*args)`` runs
+    (by JAX's monitoring events)."""
+
+    def count(function, *args):
+        compiled = []
+
+        def listener(name, duration, **kwargs):
+            if name == "/jax/core/compile/backend_compile_duration":
+                compiled.append(name)
+
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            jax.block_until_ready(function(*args))
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+        return len(compiled)
+
+    return count

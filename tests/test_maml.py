@@ -311,23 +311,7 @@ def test_observing_a_trajectory_equals_observing_each_step_of_it():
     )
 
 
-def count_compilations(function, *args):
-    """How many times XLA compiles while ``function(*args)`` runs."""
-    compiled = []
-
-    def listener(name, duration, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            compiled.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        jax.block_until_ready(function(*args))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-    return len(compiled)
-
-
-def test_equal_learners_are_one_learner_and_jit_compiles_them_once():
+def test_equal_learners_are_one_learner_and_jit_compiles_them_once(count_compilations):
     params = init_dict_mlp(jax.random.key(14))
     tasks = random_tasks(jax.random.key(15), num_tasks=2)
     first = maml(dict_mlp_loss, inner_lr=0.123, inner_steps=2)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import signal
 
 import jax
 import numpy as np
@@ -187,3 +188,44 @@ def test_training_tasks_are_the_distributions_with_the_configs_sizes():
     theirs = config.distribution.sample_tasks(jax.random.key(7), 6, 3, 4)
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)
     assert ours.support[0].shape == (6, 3, 1) and ours.query[0].shape == (6, 4, 1)
+
+
+class SignalAt:
+    """A metrics sink that sends SIGINT when it receives the record of a step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def write(self, step, values):
+        if step == self.step:
+            signal.raise_signal(signal.SIGINT)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_run_directory_of_metajax_0_1_is_continued_bit_for_bit(tmp_path):
+    # As 0.1 wrote it: config.json in format 1, whose checkpoints record that config.
+    old = {"task": "sinusoid", "config_format": 1, "metajax_version": "0.1.0"}
+    old.update(steps=300, steps_per_call=50, log_every=40, checkpoint_every=100, seed=4)
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(old))
+    with pytest.raises(metajax.Interrupted):
+        metajax.resume(out, progress=False, plots=False, sinks=[SignalAt(160)])
+    manifest = json.loads(
+        next((out / "checkpoints").glob("step_000000200/checkpoint.json")).read_text()
+    )
+    assert manifest["config"]["config_format"] == 1  # the checkpoints keep the run's own format
+    metajax.resume(out, progress=False, plots=False)
+    assert json.loads((out / "config.json").read_text()) == old  # never rewritten
+    # The same run, started in format 2.
+    config = metajax.presets("sinusoid")["tutorial"].replace(
+        meta_steps=300, steps_per_call=50, log_every=40, checkpoint_every=100, seed=4
+    )
+    metajax.train(config, tmp_path / "new", progress=False, plots=False)
+    for name in ("params.eqx", "metrics.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "new" / name).read_bytes()

@@ -13,6 +13,7 @@ from metajax._validation import OptionError as OptionError
 from metajax._validation import UnknownOptionError as UnknownOptionError
 from metajax.algorithms.algorithm import Algorithm as Algorithm
 from metajax.algorithms.maml import MAML as MAML
+from metajax.algorithms.maml import inner_loop_learner as inner_loop_learner
 from metajax.algorithms.maml import maml as maml
 from metajax.algorithms.meta_learner import LossFn as LossFn
 from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
@@ -92,6 +93,7 @@ __all__ = [
     "adaptation_curve",
     "evaluate",
     "init_train_state",
+    "inner_loop_learner",
     "load",
     "load_config",
     "maml",

@@ -121,8 +121,8 @@ class RunConfig:
             updates[owner][name] = value
         return dataclasses.replace(
             self,
-            task=dataclasses.replace(self.task, **updates["task"]),  # type: ignore[type-var]
-            algorithm=dataclasses.replace(self.algorithm, **updates["hparams"]),  # type: ignore[type-var]
+            task=options.replace(self.task, **updates["task"]),
+            algorithm=options.replace(self.algorithm, **updates["hparams"]),
             training=dataclasses.replace(self.training, **updates["training"]),
         )
 

@@ -9,6 +9,7 @@ of :class:`MetricsSink`.
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,7 +64,10 @@ class TensorBoardMetrics:
     def __init__(self, logdir: Path, resumed_through: int | None = None):
         writer_type = tensorboard_writer()
         purge = None if resumed_through is None else resumed_through + 1
-        self._writer = writer_type(logdir=str(logdir), purge_step=purge)
+        # Event files are named by the second they were opened in: a resume within the same
+        # second must not overwrite the file of the run it resumes.
+        suffix = f".{uuid.uuid4().hex[:8]}"
+        self._writer = writer_type(logdir=str(logdir), purge_step=purge, filename_suffix=suffix)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():

@@ -13,7 +13,7 @@ with the same help text.
 import argparse
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from metajax import _validation
 from metajax._validation import MAX_INT32, OptionError
@@ -263,11 +263,15 @@ def count_or_word(
 
 def declared(options: "Options | type[Options]") -> dict[str, Kind]:
     """The declared settings of an :class:`Options` dataclass (or instance), in field order."""
-    return {
-        field.name: field.metadata[_KIND]
-        for field in dataclasses.fields(options)  # type: ignore[arg-type]
-        if _KIND in field.metadata
-    }
+    fields: tuple[dataclasses.Field[Any], ...] = ()
+    if dataclasses.is_dataclass(options):
+        fields = dataclasses.fields(options)
+    return {field.name: field.metadata[_KIND] for field in fields if _KIND in field.metadata}
+
+
+def replace(settings: "OptionsT", **changes: Any) -> "OptionsT":
+    """A copy of ``settings`` with ``changes``, checked like a new one."""
+    return dataclasses.replace(settings, **changes)  # type: ignore[type-var]
 
 
 class Options:
@@ -320,7 +324,7 @@ class Options:
             )
         if base is None:
             return cls(**values)
-        return dataclasses.replace(base, **values)  # type: ignore[type-var]
+        return replace(base, **values)
 
 
 def flag_name(name: str) -> str:
@@ -339,3 +343,6 @@ def add_flag(parser: Any, name: str, kind: Kind, default_text: str | None) -> No
         help=text.replace("%", "%%"),
         **kind.parser_arguments(),
     )
+
+
+OptionsT = TypeVar("OptionsT", bound=Options)

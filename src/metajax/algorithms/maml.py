@@ -80,16 +80,31 @@ def maml(
             grads = lax.stop_gradient(grads)
         return jax.tree.map(lambda p, g: p - inner_lr * g, params, grads)
 
-    return _gradient_descent_learner(loss_fn, inner_step, default_steps, has_aux)
+    return inner_loop_learner(loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux)
 
 
-def _gradient_descent_learner(
+def inner_loop_learner(
     loss_fn: LossFn,
     inner_step: Callable[[Params, Any], Params],
-    default_steps: int,
-    has_aux: bool,
+    *,
+    inner_steps: int,
+    has_aux: bool = False,
 ) -> MetaLearner:
-    """The learner whose meta-parameters are the model parameters, adapted by ``inner_step``."""
+    """A learner whose meta-parameters are the model parameters, adapted by ``inner_step``.
+
+    MAML is this with plain gradient descent as ``inner_step``; an algorithm that adapts in
+    another way (clipped gradients, another update rule) but meta-learns the initialisation the
+    same way needs only its own ``inner_step``. The meta-loss is the query loss after
+    ``inner_steps`` steps, and its gradient flows through them all.
+
+    Args:
+      loss_fn: as for :func:`maml`.
+      inner_step: ``inner_step(params, support) -> params``, one step of adaptation.
+      inner_steps: the default number of inner steps, ``>= 0``.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
+    """
+    default_steps = _validation.integer("inner_steps", inner_steps, 0)
+    has_aux = _validation.boolean("has_aux", has_aux)
 
     def scan_inner_loop(
         params: Params, support: Any, inner_steps: int | None, observe: Callable | None

@@ -20,6 +20,7 @@ from jax import Array
 
 from metajax import _validation, options, registry
 from metajax.algorithms.maml import MAML
+from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.config import RunConfig, TrainSettings
 from metajax.models import MLP, mlp, mse_loss
 from metajax.tasks.family import Metric, TaskFamily
@@ -269,7 +270,14 @@ _FORMAT_1_KEYS = {
 
 
 @eqx.filter_jit
-def _adaptation_curves(learner, meta_params, static, config, adapt_steps, key):  # type: ignore[no-untyped-def]
+def _adaptation_curves(
+    learner: MetaLearner,
+    meta_params: Params,
+    static: Any,
+    config: SinusoidConfig,
+    adapt_steps: int,
+    key: Array,
+) -> tuple[Sinusoid, Any, Array, Array]:
     """One held-out sinusoid, its support set, and the curves of the adaptation figure on a grid
     over the x range: the target first, then the model after 0..adapt_steps inner steps."""
     distribution = config.distribution
