@@ -2,7 +2,8 @@
 
 ``lines``: regression on lines ``y = slope * x + offset``, with a plain dict of arrays as the
 model (no Equinox), and an aux metric, ``hit_rate`` (the share of query points predicted within
-0.1), that is higher-is-better and the family's primary metric.
+0.1), that is higher-is-better and the family's primary metric. It draws each meta-step's tasks
+inside the training loop, as a family of large tasks would.
 
 ``learned-lr``: gradient descent in the inner loop with a step size that is meta-learned along
 with the initialisation (a one-number Meta-SGD): its meta-parameters are
@@ -44,6 +45,7 @@ class Lines(metajax.TaskFamily):
     }
     primary_metric: ClassVar[str] = "hit_rate"
     eval_shots: ClassVar[tuple[int, ...]] = (2, 8)
+    steps_per_draw: ClassVar[int | None] = 1  # each step's tasks drawn inside the loop
 
     slope_range: tuple[float, float] = options.number_range((-1.0, 1.0), "slopes of the lines")
     shots: int = options.integer(5, "support points per task", metavar="K")

@@ -17,6 +17,7 @@ from metajax.cli import main
 
 # The documented rules of every setting of a sinusoid MAML run, by config section.
 MAX = 2**31 - 1  # JAX's int32 indices
+MAXIMUMS = {"log_every": 10**6}  # the others: MAX
 MINIMUMS = {
     "shots": 1,
     "query_shots": 1,
@@ -61,7 +62,7 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 
 def valid_values(name):
     if name in MINIMUMS:
-        return st.integers(MINIMUMS[name], MAX)
+        return st.integers(MINIMUMS[name], MAXIMUMS.get(name, MAX))
     if name in POSITIVE:
         return st.floats(1e-9, 1e3)
     if name in RANGES:
@@ -98,7 +99,7 @@ def is_number(value):
 
 def is_valid(name, value):
     if name in MINIMUMS:
-        return is_integer(value, MINIMUMS[name])
+        return is_integer(value, MINIMUMS[name], MAXIMUMS.get(name, MAX))
     if name in POSITIVE:
         return is_number(value) and value > 0
     if name in RANGES:
@@ -134,7 +135,8 @@ def test_a_config_is_valid_or_names_a_bad_setting(values):
         name = error.name
         requirement = str(error)[len(f"`{name}` must be ") :]
         if name in MINIMUMS:
-            assert requirement.startswith(f"an integer in [{MINIMUMS[name]}, {MAX}], got")
+            maximum = MAXIMUMS.get(name, MAX)
+            assert requirement.startswith(f"an integer in [{MINIMUMS[name]}, {maximum}], got")
         elif name in POSITIVE:
             assert requirement.startswith("a finite number > 0, got")
         elif name in RANGES:
@@ -174,7 +176,10 @@ def test_unknown_config_keys_are_listed(section, keys):
     assert str(caught.value) == f"unknown config keys in {section}: " + ", ".join(sorted(keys))
 
 
-INTEGER_FLAGS = {"--" + name.replace("_", "-"): minimum for name, minimum in MINIMUMS.items()}
+INTEGER_FLAGS = {
+    "--" + name.replace("_", "-"): (minimum, MAXIMUMS.get(name, MAX))
+    for name, minimum in MINIMUMS.items()
+}
 
 
 def run_cli(args):
@@ -214,12 +219,12 @@ def setting(config, name):
 @given(st.sampled_from(sorted(INTEGER_FLAGS)), st.integers(-(10**6), 10**12))
 def test_an_integer_flag_is_accepted_or_refused_with_its_range(flag, value):
     status, seen, err = run_cli([flag, str(value)])
-    minimum = INTEGER_FLAGS[flag]
-    if minimum <= value <= MAX:
+    minimum, maximum = INTEGER_FLAGS[flag]
+    if minimum <= value <= maximum:
         assert status == 0 and setting(seen[0], flag[2:].replace("-", "_")) == value
     else:
         assert status == 2 and not seen
-        assert f"argument {flag}: must be an integer in [{minimum}, {MAX}], got {value}" in err
+        assert f"argument {flag}: must be an integer in [{minimum}, {maximum}], got {value}" in err
 
 
 @settings(max_examples=100, deadline=None)
@@ -238,7 +243,7 @@ def test_every_integer_setting_of_every_family_and_algorithm_is_bounded():
     """No integer option, of any command, is unbounded: each has a maximum the device's int32
     indices (or the seed's uint32) can hold, or less."""
     from metajax.harness import EvalSettings
-    from metajax.options import Integer, Sizes, declared
+    from metajax.options import CountOrWord, Integer, Sizes, declared
     from metajax.runs import PlotSettings
 
     settings_types = [
@@ -250,5 +255,5 @@ def test_every_integer_setting_of_every_family_and_algorithm_is_bounded():
     ]
     for settings_type in settings_types:
         for name, kind in declared(settings_type).items():
-            if isinstance(kind, (Integer, Sizes)):
+            if isinstance(kind, (Integer, Sizes, CountOrWord)):
                 assert kind.maximum <= 2**32 - 1, (settings_type, name)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 import metajax
-from metajax import OptionError, adaptation_curve, mean_and_ci95, run_dir
+from metajax import OptionError, adaptation_curve, mean_and_ci95, registry, run_dir
 from metajax import runs as runs_module
 from metajax.config import TEST_STREAM, VALIDATION_STREAM
 from metajax.harness import (
@@ -228,7 +229,8 @@ def test_missing_or_foreign_runs_give_clear_errors(tmp_path, runs):
     (foreign / "config.json").write_text(json.dumps({"family": "omniglot", "task": {"ways": 5}}))
     with pytest.raises(
         run_dir.RunDirError,
-        match=r"not a usable config: `family` must be one of \['lines', 'sinusoid'\], got 'omni",
+        match=rf"not a usable config: `family` must be one of "
+        rf"{re.escape(str(sorted(registry.families())))}, got 'omni",
     ):
         evaluate(foreign, SMALL)
     with pytest.raises(run_dir.RunDirError, match=r"does not exist"):
@@ -256,7 +258,7 @@ def test_tuning_that_diverges_everywhere_is_an_error(runs):
         evaluate_run(steep, EvalSettings(num_tasks=10, shots=(5,), validation_tasks=10))
 
 
-def test_a_baseline_of_another_task_family_is_refused(runs, tmp_path):
+def test_a_baseline_trained_on_other_tasks_is_refused(runs, tmp_path):
     other = metajax.presets("sinusoid")["finn2017"].replace(meta_steps=10, steps_per_call=10)
     metajax.train(other, tmp_path / "finn", progress=False, plots=False)
     eval_json = runs[0] / "eval.json"

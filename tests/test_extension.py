@@ -12,6 +12,9 @@ import subprocess
 import sys
 from typing import ClassVar
 
+import fakes
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -164,3 +167,93 @@ def test_the_registry_refuses_clashes_and_names_taken():
     assert metajax.register_family(metajax.SinusoidConfig) is metajax.SinusoidConfig
     with pytest.raises(metajax.OptionError, match=r"`algorithm` must be one of \[.*\], got 'x'"):
         registry.algorithm("x")
+
+
+def test_a_family_that_is_not_registered_cannot_start_a_run(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class Unregistered(metajax.SinusoidConfig):
+        pass
+
+    config = metajax.presets("sinusoid")["tutorial"]
+    config = dataclasses.replace(config, task=Unregistered())
+    with pytest.raises(
+        ValueError,
+        match=r"the task family Unregistered is not registered as 'sinusoid'; decorate it with "
+        r"metajax.register_family so that the run can be resumed and loaded",
+    ):
+        metajax.train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_settings_that_would_clash_or_vanish_are_refused_at_registration():
+    @dataclasses.dataclass(frozen=True)
+    class SharesAHyperParameter(metajax.SinusoidConfig):
+        name: ClassVar[str] = "shares"
+        inner_steps: int = options.integer(1, "a name maml has")
+
+    with pytest.raises(
+        ValueError,
+        match=r"task family 'shares' declares inner_steps, which algorithm 'maml' declares too; "
+        r"rename it",
+    ):
+        metajax.register_family(SharesAHyperParameter)
+
+    @dataclasses.dataclass(frozen=True)
+    class TakesAFlag(metajax.SinusoidConfig):
+        name: ClassVar[str] = "takes"
+        out: int = options.integer(1, "a name the command line has")
+
+    with pytest.raises(ValueError, match=r"declares out, which the command line uses; rename it"):
+        metajax.register_family(TakesAFlag)
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared(metajax.SinusoidConfig):
+        name: ClassVar[str] = "undeclared"
+        noise: float = 0.05  # would never reach config.json
+
+    with pytest.raises(
+        ValueError,
+        match=r"task family 'undeclared': declare noise with metajax.options \(integer, number, "
+        r"flag, \.\.\.\), so that configs and the command line know them",
+    ):
+        metajax.register_family(Undeclared)
+    assert not {"shares", "takes", "undeclared"} & set(registry.families())
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainStepMAML(metajax.Algorithm):
+    """MAML whose step size is declared without traceable: evaluation cannot vmap over it."""
+
+    name: ClassVar[str] = "plain-step-maml"
+    description: ClassVar[str] = "MAML with a step size that cannot be traced (tests only)"
+    tunes_inner_lr: ClassVar[bool] = True
+    inner_lr: float = options.number(0.1, "a step size that must be a number")
+    inner_steps: int = options.integer(1, "inner steps", minimum=0)
+
+    def make(self, loss_fn, *, has_aux=False):
+        return metajax.maml(
+            loss_fn, inner_lr=self.inner_lr, inner_steps=self.inner_steps, has_aux=has_aux
+        )
+
+
+def test_a_step_size_that_cannot_be_traced_is_evaluated_and_tuned_one_value_at_a_time(tmp_path):
+    metajax.register_algorithm(PlainStepMAML)
+    config = fakes.line_config(meta_steps=30, steps_per_call=30).with_algorithm("plain-step-maml")
+    metajax.train(config, tmp_path / "run", progress=False, plots=False)
+    plain = metajax.load(tmp_path / "run")
+    # The same run seen as MAML, whose step size is traced and vmapped over.
+    traced = plain._replace(config=plain.config.with_algorithm("maml"))
+    settings = metajax.EvalSettings(num_tasks=20, adapt_steps=2, validation_tasks=10)
+    ours = metajax.harness.evaluate_run(plain, settings)  # tuned on validation tasks
+    theirs = metajax.harness.evaluate_run(traced, dataclasses.replace(settings, tune_inner_lr=True))
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["inner_lr"] == b["inner_lr"] and a["inner_lr_from"] == "validation"
+        np.testing.assert_allclose(a["mse_mean"], b["mse_mean"], rtol=1e-5)
+        np.testing.assert_allclose(a["validation"]["hit_rate"], b["validation"]["hit_rate"])
+
+
+def test_a_concrete_jax_array_as_a_setting_is_kept_as_a_number(tmp_path):
+    config = fakes.line_config(meta_steps=10, steps_per_call=10).replace(inner_lr=jnp.float32(0.25))
+    assert type(config.algorithm.inner_lr) is float and config.algorithm.inner_lr == 0.25
+    metajax.train(config, tmp_path / "run", progress=False, plots=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["hparams"]["inner_lr"] == 0.25

@@ -326,3 +326,14 @@ def test_equal_learners_are_one_learner_and_jit_compiles_them_once(count_compila
     )
     assert count_compilations(sweep, jnp.float32(0.1)) == 1
     assert count_compilations(sweep, jnp.float32(0.2)) == 0
+
+
+def test_a_cached_learner_does_not_let_a_bad_value_equal_to_a_good_one_through():
+    assert maml(quadratic, inner_lr=1.0) is maml(quadratic, inner_lr=1.0)
+    # True == 1 and 1.0 == True, but neither is a step size or a number of steps.
+    with pytest.raises(ValueError, match=r"`inner_lr` must be a finite number > 0, got True"):
+        maml(quadratic, inner_lr=True)
+    with pytest.raises(ValueError, match=r"`inner_steps` must be an integer >= 0, got True"):
+        maml(quadratic, inner_lr=1.0, inner_steps=True)
+    with pytest.raises(ValueError, match=r"`has_aux` must be true or false, got 0"):
+        maml(quadratic, inner_lr=1.0, has_aux=0)

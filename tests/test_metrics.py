@@ -1,7 +1,6 @@
 """Metrics sinks: metrics.jsonl is the source of truth; TensorBoard shows the same numbers, also
 after a run is stopped and resumed."""
 
-import signal
 import struct
 import sys
 
@@ -20,10 +19,11 @@ CONFIG = line_config(meta_steps=400, steps_per_call=100, log_every=30, checkpoin
 def read_events(logdir):
     """What TensorBoard shows of the scalars in ``logdir``: ``{tag: {step: value}}``.
 
-    Event files are read in the order they were written; a ``SessionLog.START`` at step s (a
-    writer opened with ``purge_step=s``) hides the events of steps >= s written before it."""
+    Event files are read in the order of their names, as TensorBoard reads them; a
+    ``SessionLog.START`` at step s (a writer opened with ``purge_step=s``) hides the events of
+    steps >= s read before it."""
     scalars = {}
-    for path in sorted(logdir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
         data = path.read_bytes()
         position = 0
         while position < len(data):
@@ -61,13 +61,16 @@ def test_tensorboard_shows_the_records_of_metrics_jsonl(tmp_path):
     assert sorted(scalars["train/meta_loss"]) == [*range(30, 400, 30), 400]
 
 
-class SignalAt:
+class ImpatientUser:
+    """A metrics sink that stops the run at once when it receives the record of a step, as a
+    second Ctrl-C does: no checkpoint is saved there, the newest is the last periodic one."""
+
     def __init__(self, step):
         self.step = step
 
     def write(self, step, values):
         if step == self.step:
-            signal.raise_signal(signal.SIGINT)
+            raise KeyboardInterrupt
 
     def flush(self):
         pass
@@ -80,17 +83,32 @@ def test_a_resumed_run_shows_what_an_uninterrupted_run_shows(tmp_path):
     reference = tmp_path / "reference"
     metajax.train(CONFIG, reference, progress=False, plots=False, tensorboard=True)
     out = tmp_path / "run"
-    # Stopped at 300 (records to 270 kept, 300 redone); records written after the checkpoint
-    # at 200 (210, 240, 270) are written again after resuming, and the old ones are hidden.
-    with pytest.raises(metajax.Interrupted) as caught:
+    # Stopped at once at the record of step 270: the newest checkpoint is at 200, so the
+    # records of 210, 240 and 270, in TensorBoard too, are written again after resuming; the
+    # first ones must be hidden (purged), or TensorBoard would show two of each.
+    with pytest.raises(KeyboardInterrupt):
         metajax.train(
-            CONFIG, out, progress=False, plots=False, tensorboard=True, sinks=[SignalAt(270)]
+            CONFIG, out, progress=False, plots=False, tensorboard=True, sinks=[ImpatientUser(270)]
         )
-    assert caught.value.step == 300
+    # TensorBoard got the records past the checkpoint (those before the sink that stopped it).
+    assert max(read_events(out / "tensorboard")["train/meta_loss"]) > 200
     # The CLI resumes with TensorBoard because the run has a tensorboard directory.
     assert main(["train", "--resume", str(out), "--no-progress", "--no-plots"]) == 0
+    files = sorted(path.name for path in (out / "tensorboard").iterdir())
+    assert len(files) == 2
     assert read_events(out / "tensorboard") == read_events(reference / "tensorboard")
     assert_events_match_the_metrics(out)
+    # Without the purge, the first file's records of 210 and 240 would stay: here they are the
+    # same numbers, so check that the marker is there. metrics.jsonl keeps the records up to
+    # the checkpoint's step, 200: through 180; the marker hides what comes after.
+    data = (out / "tensorboard" / files[1]).read_bytes()
+    events = []
+    position = 0
+    while position < len(data):
+        (length,) = struct.unpack("<Q", data[position : position + 8])
+        events.append(event_pb2.Event.FromString(data[position + 12 : position + 12 + length]))
+        position += 12 + length + 4
+    assert any(e.HasField("session_log") and e.step == 181 for e in events)
 
 
 def test_without_tensorboardx_the_flag_says_what_to_install(tmp_path, capsys, monkeypatch):

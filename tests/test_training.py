@@ -1,16 +1,20 @@
 """The fused meta-training loop."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from fakes import line_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import metajax
 from metajax import Task, init_train_state, maml, memory, meta_train, runs, train_steps
 from metajax.harness import EvalSettings, evaluate_run
-from metajax.training import NonFiniteError
+from metajax.training import NonFiniteError, _chunk_sizes, _distinct_chunk_sizes
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +237,32 @@ def test_an_update_that_overflows_is_found_though_losses_and_gradients_are_finit
     error, seen = run_toy(lambda params, batch: -params["w"], 1e38, meta_steps=8, steps_per_call=4)
     assert (error.step, error.quantities) == (4, "meta-parameters")
     assert seen == [] and int(error.state.step) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 60),
+    st.integers(1, 60),
+    st.integers(1, 12),
+    st.one_of(st.none(), st.integers(1, 25)),
+)
+def test_the_calls_are_the_steps_cut_at_every_checkpoint_and_every_steps_per_call(
+    first_step, meta_steps, steps_per_call, checkpoint_every
+):
+    sizes = list(_chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every))
+    assert sum(sizes) == meta_steps and all(1 <= size <= steps_per_call for size in sizes)
+    ends = set(itertools.accumulate(sizes, initial=first_step))
+    if checkpoint_every is not None:  # every multiple of checkpoint_every is a call's end
+        multiples = range(first_step + 1, first_step + meta_steps + 1)
+        assert {s for s in multiples if s % checkpoint_every == 0} <= ends
+    assert _distinct_chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every) == set(
+        sizes
+    )
+
+
+def test_a_run_of_two_billion_one_step_calls_is_planned_without_listing_them():
+    sizes = _chunk_sizes(0, 2**31 - 1, 1000, 1)
+    assert list(itertools.islice(sizes, 3)) == [1, 1, 1]
+    assert _distinct_chunk_sizes(0, 2**31 - 1, 1000, 1) == {1}
+    # 7 to 5000: 4 calls of 1000 and one of 993; whole periods; 2147480000 to 2**31 - 1: 647.
+    assert _distinct_chunk_sizes(7, 2**31 - 8, 1000, 5000) == {1000, 993, 647}

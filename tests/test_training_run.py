@@ -215,8 +215,8 @@ def test_an_absurd_inner_step_size_stops_the_run_and_keeps_the_last_good_checkpo
     assert str(caught.value) == (
         "meta-training stopped: the meta-loss and meta-gradient became non-finite at meta-step 1 "
         f"(meta-loss inf); the last good checkpoint is '{out}/checkpoints/step_000000000' "
-        "(meta-step 0). Resuming would repeat it: start a new run with a smaller inner_lr or "
-        "meta_lr"
+        "(meta-step 0). Resuming would repeat it: start a new run with smaller step sizes "
+        "(meta_lr, or the algorithm's inner step size)"
     )
     assert sorted(path.name for path in out.iterdir()) == [
         "checkpoints",

@@ -120,13 +120,3 @@ def number_range(name: str, value: Any) -> tuple[float, float]:
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise OptionError(name, requirement, value)
     return low, high
-
-
-def choice(name: str, value: Any, choices: Any) -> Any:
-    try:
-        known = value in choices
-    except TypeError:  # an unhashable value, such as a list, against a dict's keys
-        known = False
-    if not known:
-        raise OptionError(name, f"one of {sorted(choices)}", value)
-    return value

@@ -54,7 +54,10 @@ class TrainSettings(Options):
     seed: int = options.integer(
         0, "seed of every random number in the run", minimum=0, maximum=MAX_SEED
     )
-    log_every: int = options.integer(100, "meta-steps per record in metrics.jsonl")
+    # Bounded: a checkpoint keeps the metrics of the window of steps not yet recorded.
+    log_every: int = options.integer(
+        100, "meta-steps per record in metrics.jsonl", maximum=1_000_000
+    )
     steps_per_call: int = options.integer(1000, "meta-steps fused into one compiled call")
     checkpoint_every: int = options.integer(
         5000, "meta-steps between checkpoints; one is also saved at the start and the end"
@@ -195,7 +198,7 @@ class RunConfig:
         family = registry.family(values["family"])
         presets = family.presets()
         preset = values.get("preset", next(iter(presets)))
-        if preset is not None and preset not in presets:
+        if preset is not None and (not isinstance(preset, str) or preset not in presets):
             raise OptionError("preset", f"one of {sorted(presets)}", preset)
         base = presets[next(iter(presets)) if preset is None else preset]
         if "algorithm" in values:

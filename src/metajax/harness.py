@@ -82,7 +82,7 @@ class EvalSettings(Options):
         "the support set has, as in the MAML paper's code",
         word="shots",
         optional=True,
-        default_text="the task family's; 100 points over the x range for sinusoids",
+        default_text="the task family's",
     )
     eval_seed: int = options.integer(
         0, "seed of the test and validation tasks", minimum=0, maximum=MAX_SEED, metavar="SEED"
@@ -205,7 +205,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
             f"algorithm '{algorithm.name}' has no inner_lr to set or tune; evaluate it with its "
             "own adaptation"
         )
-    primary = family.primary()
+    primary, loss_name = family.primary(), next(iter(family.metrics))
     higher = family.metrics[primary].higher_is_better
     results = []
     for shots in settings.shots or family.eval_shots:
@@ -215,14 +215,17 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
         }
         if tune:
             validation = _which_tasks(family, settings, shots, VALIDATION_STREAM)
-            curves = _run_curves(run, validation, settings.adapt_steps, jnp.asarray(STEP_SIZE_GRID))
+            curves = _step_size_curves(run, validation, settings.adapt_steps, STEP_SIZE_GRID)
             scores = curves[primary][..., 1:].mean(axis=(1, 2))
+            # A step size whose loss diverges on any validation task loses.
+            diverged = ~np.isfinite(curves[loss_name][..., 1:]).all(axis=(1, 2))
+            scores = np.where(diverged, np.nan, scores)
             if not np.isfinite(scores).any():
                 raise EvaluationError(
                     f"every step size in {list(STEP_SIZE_GRID)} diverges on the {shots}-shot "
-                    "validation tasks; give one with inner_lr"
+                    "validation tasks; give one yourself (inner_lr; --inner-lr on the command "
+                    "line)"
                 )
-            # A step size that diverges on any validation task loses.
             worst = -np.inf if higher else np.inf
             ranked = np.where(np.isfinite(scores), scores, worst)
             best = int(np.argmax(ranked) if higher else np.argmin(ranked))
@@ -236,18 +239,36 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
         else:
             inner_lr, source = getattr(algorithm, "inner_lr", 0.0), "run"
         test = _which_tasks(family, settings, shots)
-        inner_lrs = jnp.asarray([inner_lr]) if has_step_size else None
-        (curves,) = _split_step_sizes(_run_curves(run, test, settings.adapt_steps, inner_lrs))
+        step_sizes = (inner_lr,) if has_step_size else None
+        (curves,) = _split_step_sizes(
+            _step_size_curves(run, test, settings.adapt_steps, step_sizes)
+        )
         if has_step_size:
             result.update(inner_lr=inner_lr, inner_lr_from=source)
         for name, metric in family.metrics.items():
             summary = summarise(curves[name], higher_is_better=metric.higher_is_better)
             for statistic in ("mean", "ci95", "median"):
                 result[f"{name}_{statistic}"] = summary[statistic]
-            if name == next(iter(family.metrics)):  # a task diverged when its loss is not finite
+            if name == loss_name:  # a task diverged when its loss is not finite
                 result["non_finite"] = summary["non_finite"]
         results.append(result)
     return results
+
+
+def _step_size_curves(
+    run: LoadedRun, which: _Tasks, adapt_steps: int, step_sizes: tuple[float, ...] | None
+) -> dict[str, np.ndarray]:
+    """:func:`_curves` with each step size (the algorithm's own if ``None``): in one vmapped
+    call if the algorithm's ``inner_lr`` may be traced, else one call for each."""
+    if step_sizes is None:
+        return _run_curves(run, which, adapt_steps, None)
+    if getattr(declared(run.config.algorithm)["inner_lr"], "traceable", False):
+        return _run_curves(run, which, adapt_steps, jnp.asarray(step_sizes))
+    each = [
+        _run_curves(run._replace(config=run.config.replace(inner_lr=lr)), which, adapt_steps, None)
+        for lr in step_sizes
+    ]
+    return {name: np.concatenate([curves[name] for curves in each]) for name in each[0]}
 
 
 def _split_step_sizes(curves: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -9,7 +9,7 @@ of :class:`MetricsSink`.
 
 import json
 import os
-import uuid
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,10 +64,12 @@ class TensorBoardMetrics:
     def __init__(self, logdir: Path, resumed_through: int | None = None):
         writer_type = tensorboard_writer()
         purge = None if resumed_through is None else resumed_through + 1
-        # Event files are named by the second they were opened in: a resume within the same
-        # second must not overwrite the file of the run it resumes.
-        suffix = f".{uuid.uuid4().hex[:8]}"
+        # Event files are named by the second they were opened in, and TensorBoard reads them in
+        # the order of their names: a resume within the same second must neither overwrite the
+        # file of the run it resumes nor be read before it.
+        suffix = f".{time.time_ns():020d}"
         self._writer = writer_type(logdir=str(logdir), purge_step=purge, filename_suffix=suffix)
+        self._closed = False
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -77,7 +79,9 @@ class TensorBoardMetrics:
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if not self._closed:
+            self._writer.close()
+            self._closed = True
 
 
 class MissingDependencyError(ImportError):
@@ -181,7 +185,7 @@ def truncate(path: Path, through_step: int) -> None:
             f"'{path}' has records up to step {last_step}, not {through_step} like the checkpoint "
             "the run resumes from, so the metrics cannot be completed. Move the newer "
             "checkpoints out of the run's checkpoints/ directory to resume from an older one, "
-            "or start the run again with --overwrite"
+            "or start the run again with --overwrite (overwrite=True in Python)"
         )
     replace_atomically(path, lambda file: file.write("".join(kept).encode()))
 

@@ -15,6 +15,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self, TypeVar
 
+import jax
+
 from metajax import _validation
 from metajax._validation import MAX_INT32, OptionError
 
@@ -77,9 +79,12 @@ class Number(Kind):
     traceable: bool = False
 
     def _check(self, name: str, value: Any) -> Any:
-        if self.traceable:
-            return _validation.step_size(name, value)
-        return _validation.positive_number(name, value)
+        if not self.traceable:
+            return _validation.positive_number(name, value)
+        checked = _validation.step_size(name, value)
+        # A concrete array is kept as a number, so that the config can be saved; only a traced
+        # one (inside jit or vmap) stays an array.
+        return checked if isinstance(checked, jax.core.Tracer) else float(checked)
 
     def parser_arguments(self) -> dict[str, Any]:
         return {"type": float, "metavar": self.metavar or "X"}

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 PLUGIN_GROUP = "metajax.plugins"
 
+RUN_OPTIONS = ("out", "name", "overwrite", "tensorboard", "no_plots", "no_progress")
+"""The command line's options of a new run (not settings: they do not change its numbers)."""
+
 _FAMILIES: dict[str, type["TaskFamily"]] = {}
 _ALGORITHMS: dict[str, type["Algorithm"]] = {}
 _plugins_loaded = False
@@ -33,49 +36,71 @@ _plugins_loaded = False
 T = TypeVar("T", bound=type[Options])
 
 
-def _register(table: dict[str, Any], cls: T, what: str, reserved: set[str]) -> T:
+COMMAND_LINE = {"preset", "algorithm", "resume", "config", "help", "version", *RUN_OPTIONS}
+"""Names the command line uses itself, which no setting may take."""
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _register(table: dict[str, Any], cls: T, what: str, reserved: dict[str, str]) -> T:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name or name != name.strip() or name.startswith("-"):
         raise ValueError(f"a {what} needs a class attribute `name`, a plain word; got {name!r}")
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{what} {name!r}: {cls.__name__} must be a dataclass")
     known = table.get(name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
-        raise ValueError(f"a {what} named {name!r} is already registered ({known.__qualname__})")
-    clashes = sorted(set(declared(cls)) & reserved)
-    if clashes:
+    if known is not None and _origin(known) != _origin(cls):  # the same class, imported again
+        raise ValueError(f"a {what} named {name!r} is already registered ({_origin(known)})")
+    undeclared = [f.name for f in dataclasses.fields(cls) if f.name not in declared(cls)]
+    if undeclared:
         raise ValueError(
-            f"{what} {name!r} declares {', '.join(clashes)}, which the training settings own; "
-            "rename them"
+            f"{what} {name!r}: declare {', '.join(undeclared)} with metajax.options (integer, "
+            "number, flag, ...), so that configs and the command line know them"
         )
+    for field in declared(cls):
+        if field in reserved:
+            raise ValueError(
+                f"{what} {name!r} declares {field}, which {reserved[field]}; rename it"
+            )
     table[name] = cls
     return cls
 
 
-def _training_settings() -> set[str]:
+def _reserved(others: dict[str, Any], what: str) -> dict[str, str]:
+    """The setting names a new family or algorithm may not take, and who has them."""
     from metajax.config import TrainSettings  # the config module imports this one
 
-    return set(declared(TrainSettings))
+    reserved = {field: "the training settings own" for field in declared(TrainSettings)}
+    reserved.update({field: "the command line uses" for field in COMMAND_LINE})
+    for other_name, other in others.items():
+        for field in declared(other):
+            reserved.setdefault(field, f"{what} {other_name!r} declares too")
+    return reserved
 
 
 def register_family(cls: T) -> T:
     """Registers a task family, a :class:`~metajax.TaskFamily` dataclass, under its ``name``.
 
-    Its settings may not share names with the training settings. Registering the same class
-    again (a module imported twice) changes nothing.
+    Every field must be declared with :mod:`metajax.options`, and no name may be one of the
+    training settings', an algorithm's hyper-parameters' or the command line's own
+    (``preset``, ``out``, ...). Registering the same class again (a module imported twice)
+    changes nothing.
 
     Raises:
       ValueError: for a missing name, a name already taken, or a clash of settings.
     """
-    return _register(_FAMILIES, cls, "task family", _training_settings())
+    return _register(_FAMILIES, cls, "task family", _reserved(_ALGORITHMS, "algorithm"))
 
 
 def register_algorithm(cls: T) -> T:
     """Registers an algorithm, an :class:`~metajax.Algorithm` dataclass, under its ``name``.
 
-    Its hyper-parameters may not share names with the training settings, and a name it shares
-    with another algorithm's hyper-parameter must be the same kind of setting (both step sizes,
-    say), since the command line has one flag for both.
+    Every field must be declared with :mod:`metajax.options`, and no name may be one of the
+    training settings', a task family's or the command line's own. A name it shares with
+    another algorithm's hyper-parameter must be the same kind of setting (both step sizes, say),
+    since the command line has one flag for both.
 
     Raises:
       ValueError: for a missing name, a name already taken, or a clash of settings.
@@ -89,7 +114,7 @@ def register_algorithm(cls: T) -> T:
                     f"{type(kind).__name__}, but "
                     f"algorithm {other.name!r} declares it as {type(theirs[field]).__name__}"
                 )
-    return _register(_ALGORITHMS, cls, "algorithm", _training_settings())
+    return _register(_ALGORITHMS, cls, "algorithm", _reserved(_FAMILIES, "task family"))
 
 
 class PluginError(ImportError):
@@ -100,12 +125,11 @@ def load_plugins() -> None:
     """Imports the modules named by the entry points of the group ``metajax.plugins``, once.
 
     Raises:
-      PluginError: naming the plugin, if one fails to load.
+      PluginError: naming the plugin, if one fails to load (and again at the next call).
     """
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
     for entry_point in entry_points(group=PLUGIN_GROUP):
         try:
             entry_point.load()
@@ -114,6 +138,7 @@ def load_plugins() -> None:
                 f"the metajax plugin {entry_point.name!r} ({entry_point.value}) failed to "
                 f"load: {error}"
             ) from error
+    _plugins_loaded = True
 
 
 def families() -> dict[str, type["TaskFamily"]]:

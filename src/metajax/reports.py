@@ -37,7 +37,7 @@ def plot(path: Path, report: dict[str, Any], family: TaskFamily, settings: "Eval
                     "dashed": dashed,
                 }
             )
-    queries = "K query points" if settings.query_shots == "shots" else "query set"
+    queries = "K query examples" if settings.query_shots == "shots" else "query set"
     plots.plot_curves_with_bands(
         path,
         curves,
@@ -77,7 +77,7 @@ def format_table(
         lines.append(f"{result['shots']:>4} {step_size:>10} {cells}")
     if any(result.get("inner_lr_from") == "validation" for result in run["results"]):
         lines.append("     * chosen on validation tasks")
-    if any(result[f"{primary}_mean"][s] is None for result in run["results"] for s in shown):
+    if any(result["non_finite"][s] for result in run["results"] for s in shown):
         lines.append(
             "     diverged: the loss of some tasks is not finite (non_finite in eval.json)"
         )

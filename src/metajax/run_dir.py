@@ -62,13 +62,18 @@ def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
             f"run directory '{path}' already holds {state} ({', '.join(existing)}); {choices} "
             "to replace it (resume() or overwrite=True in Python)"
         )
-    for name in existing:
-        if (path / name).is_dir():
-            shutil.rmtree(path / name)
-        else:
-            (path / name).unlink()
+    remove_run_files(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_run_files(path: Path) -> None:
+    """Deletes the files of a run (and of its evaluation) in ``path``, and nothing else."""
+    for name in (*RUN_FILES, *EVAL_FILES):
+        if (path / name).is_dir():
+            shutil.rmtree(path / name)
+        elif (path / name).exists():
+            (path / name).unlink()
 
 
 def write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:

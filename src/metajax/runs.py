@@ -7,6 +7,7 @@ the figures ``adaptation.png`` (the family's) and ``meta_loss.png``, and last ``
 ready to adapt to new tasks.
 """
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from functools import partial
@@ -18,7 +19,7 @@ import jax
 import numpy as np
 import optax
 
-from metajax import checkpoints, memory, metrics, options, run_dir, training_run
+from metajax import checkpoints, memory, metrics, options, registry, run_dir, training_run
 from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
 from metajax.config import (
     INIT_STREAM,
@@ -124,6 +125,7 @@ def train(
       meta-steps), the meta-steps per second and the compile and training times.
 
     Raises:
+      ValueError: if the config's family or algorithm is not registered.
       RunDirError: if ``out`` holds an earlier run and ``overwrite`` is false.
       MissingDependencyError: ``tensorboard`` without tensorboardX installed.
       OutOfMemoryError: the run needs more memory than the device has; it names the sizes.
@@ -131,12 +133,28 @@ def train(
         continues it.
       metajax.Diverged: a meta-loss or meta-gradient was not finite.
     """
+    _check_registered(config)
     if tensorboard:
         metrics.tensorboard_writer()  # fail before anything is written
     out = run_dir.prepare(out, overwrite=overwrite)
     values = config.to_dict()
     run_dir.write_json(out / run_dir.CONFIG, values)
     return _train(config, values, out, False, progress, plots, tensorboard, sinks)
+
+
+def _check_registered(config: RunConfig) -> None:
+    """A run's config must name a family and an algorithm that resuming and loading can find."""
+    for kind, name, registered in (
+        ("task family", config.family, registry.families().get(config.family)),
+        ("algorithm", config.algorithm.name, registry.algorithms().get(config.algorithm.name)),
+    ):
+        used = type(config.task if kind == "task family" else config.algorithm)
+        if registered is not used:
+            decorator = "register_family" if kind == "task family" else "register_algorithm"
+            raise ValueError(
+                f"the {kind} {used.__name__} is not registered as {name!r}; decorate it with "
+                f"metajax.{decorator} so that the run can be resumed and loaded"
+            )
 
 
 def resume(
@@ -189,11 +207,13 @@ def _train(
     steps = config.training.meta_steps
     try:
         # Signals stop the work at the next safe point from here on, figures included.
-        with StopSignals() as stop:
+        with StopSignals() as stop, contextlib.ExitStack() as closing:
             setup = build(config)
             all_sinks = list(sinks)
             if tensorboard:
-                all_sinks.append(_tensorboard_sink(out, config, resume))
+                board = _tensorboard_sink(out, config, resume)
+                closing.callback(board.close)  # also if the run fails before it trains
+                all_sinks.append(board)
             outcome = training_run.run(
                 out,
                 values,
@@ -227,6 +247,8 @@ def _train(
             }
             run_dir.write_json(out / run_dir.SUMMARY, summary)
     except OutOfMemoryError as error:
+        if not resume:  # nothing was trained: leave no unfinished run to resume or overwrite
+            run_dir.remove_run_files(out)
         raise error.with_sizes(memory_sizes(config)) from None
     return summary
 

@@ -1,7 +1,8 @@
 """The meta-training loop: many meta-steps fused into one compiled call."""
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -233,12 +234,13 @@ def meta_train(
     if checkpoint_every is not None:
         checkpoint_every = _validation.integer("checkpoint_every", checkpoint_every, 1)
     first_step = int(state.step)
-    chunk_sizes = _chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every)
 
     run = jax.jit(_train_steps, static_argnums=(0, 1, 2, 4, 5, 6))
     compile_seconds = 0.0
     compiled = {}
-    for size in sorted(set(chunk_sizes)):
+    for size in sorted(
+        _distinct_chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every)
+    ):
         start = time.perf_counter()
         compiled[size] = memory.compile_checked(
             run,
@@ -262,7 +264,7 @@ def meta_train(
         unit="step",
         desc="meta-train",
     ) as bar:
-        for size in chunk_sizes:
+        for size in _chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every):
             with memory.converted("meta-training"):
                 new_state, chunk_losses, chunk_aux, _ = compiled[size](state)
             chunk_losses = np.asarray(chunk_losses, dtype=np.float64)
@@ -287,23 +289,47 @@ def meta_train(
     )
 
 
+def _stretches(first_step: int, meta_steps: int, checkpoint_every: int | None) -> Iterator[int]:
+    """The lengths of the stretches of steps between multiples of ``checkpoint_every`` (and the
+    first and the last step), one at a time: there may be as many as steps."""
+    last_step = first_step + meta_steps
+    position = first_step
+    if checkpoint_every is not None:
+        boundary = (first_step // checkpoint_every + 1) * checkpoint_every
+        while boundary < last_step:
+            yield boundary - position
+            position, boundary = boundary, boundary + checkpoint_every
+    yield last_step - position
+
+
 def _chunk_sizes(
     first_step: int, meta_steps: int, steps_per_call: int, checkpoint_every: int | None
-) -> list[int]:
-    """The sizes of the compiled calls: each at most ``steps_per_call``, ending at every multiple
-    of ``checkpoint_every`` and at the last step. Few distinct sizes, so few compilations."""
+) -> Iterator[int]:
+    """The sizes of the compiled calls, one at a time: each at most ``steps_per_call``, ending at
+    every multiple of ``checkpoint_every`` and at the last step."""
+    for length in _stretches(first_step, meta_steps, checkpoint_every):
+        full, rest = divmod(length, steps_per_call)
+        yield from itertools.repeat(steps_per_call, full)
+        if rest:
+            yield rest
+
+
+def _distinct_chunk_sizes(
+    first_step: int, meta_steps: int, steps_per_call: int, checkpoint_every: int | None
+) -> set[int]:
+    """The set of :func:`_chunk_sizes`, without going through them: the stretches are the first
+    one, the last one and, between them, whole periods of ``checkpoint_every`` steps."""
     last_step = first_step + meta_steps
-    boundaries = {last_step}
+    lengths = {meta_steps}
     if checkpoint_every is not None:
-        next_multiple = (first_step // checkpoint_every + 1) * checkpoint_every
-        boundaries.update(range(next_multiple, last_step, checkpoint_every))
-    sizes = []
-    position = first_step
-    for boundary in sorted(boundaries):
-        while position < boundary:
-            sizes.append(min(steps_per_call, boundary - position))
-            position += sizes[-1]
-    return sizes
+        first_boundary = (first_step // checkpoint_every + 1) * checkpoint_every
+        if first_boundary < last_step:
+            last_boundary = (last_step - 1) // checkpoint_every * checkpoint_every
+            lengths = {first_boundary - first_step, last_step - last_boundary}
+            if last_boundary > first_boundary:
+                lengths.add(checkpoint_every)
+    sizes = {steps_per_call for length in lengths if length >= steps_per_call}
+    return sizes | {length % steps_per_call for length in lengths if length % steps_per_call}
 
 
 _params_finite = jax.jit(_all_finite)

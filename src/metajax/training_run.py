@@ -68,8 +68,8 @@ class Diverged(Exception):
         self.checkpoint = checkpoint
         super().__init__(
             f"meta-training stopped: {error}; the last good checkpoint is '{checkpoint.path}' "
-            f"(meta-step {checkpoint.step}). Resuming would repeat it: start a new run with a "
-            "smaller inner_lr or meta_lr"
+            f"(meta-step {checkpoint.step}). Resuming would repeat it: start a new run with "
+            "smaller step sizes (meta_lr, or the algorithm's inner step size)"
         )
 
 

@@ -81,7 +81,8 @@ def cached_factory(factory: Callable[..., MetaLearner]) -> Callable[..., MetaLea
     again for every learner built with the same settings. Calls whose arguments cannot be
     hashed (a JAX array as the step size, to sweep it with ``vmap``) build a new learner.
     """
-    cached = functools.lru_cache(maxsize=256)(factory)
+    # typed: True == 1, but a flag given as 1 must still be refused, which only a call does.
+    cached = functools.lru_cache(maxsize=64, typed=True)(factory)
 
     @functools.wraps(factory)
     def factory_or_cached(*args: Any, **kwargs: Any) -> MetaLearner:

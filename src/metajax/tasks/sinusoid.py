@@ -23,6 +23,7 @@ from metajax.algorithms.maml import MAML
 from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.config import RunConfig, TrainSettings
 from metajax.models import MLP, mlp, mse_loss
+from metajax.options import declared
 from metajax.tasks.family import Metric, TaskFamily
 from metajax.tasks.task import Task
 
@@ -252,19 +253,8 @@ _FORMAT_1_KEYS = {
     "k_query": ("task", "query_shots"),
     "hidden_sizes": ("task", "hidden_sizes"),
     **{key: ("hparams", key) for key in ("inner_lr", "inner_steps", "first_order")},
+    **{key: ("training", key) for key in declared(TrainSettings)},
     "steps": ("training", "meta_steps"),
-    **{
-        key: ("training", key)
-        for key in (
-            "meta_batch_size",
-            "meta_lr",
-            "seed",
-            "log_every",
-            "steps_per_call",
-            "checkpoint_every",
-            "keep_checkpoints",
-        )
-    },
 }
 """Where each key of a format-1 config lives now: (section, name)."""
 
