@@ -357,3 +357,10 @@ def test_cli_on_a_missing_run(tmp_path, run_metajax):
     result = run_metajax("eval", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_help_shows_each_familys_defaults(run_metajax):
+    result = run_metajax("eval", "--help")
+    text = " ".join(result.stdout.split())
+    assert "(default: the task family's: 5 10 20 for sinusoid, 2 8 for lines)" in text
+    assert "(default: the task family's: 100 for sinusoid, 20 for lines)" in text

@@ -37,9 +37,16 @@ def _preset_defaults(kind: Kind, values: dict[str, Any]) -> str:
     return _by_preset({preset: kind.show(value) for preset, value in values.items()})
 
 
-def _add_settings(parser: Any, settings: type[Options] | Options) -> None:
+def _add_settings(
+    parser: Any, settings: type[Options] | Options, by_family: dict[str, dict[str, str]]
+) -> None:
+    """The flags of ``settings``; a setting whose default each task family chooses shows each
+    family's (``by_family``: setting, then family, to the default's text)."""
     for name, kind in declared(settings).items():
         default = kind.default_text or kind.show(getattr(settings, name))
+        if name in by_family:
+            shown = ", ".join(f"{value} for {family}" for family, value in by_family[name].items())
+            default += f": {shown}"
         add_flag(parser, name, kind, default)
 
 
@@ -156,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Redraw adaptation.png and meta_loss.png from a run directory.",
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train")
-    _add_settings(plot, runs.PlotSettings)
+    _add_settings(plot, runs.PlotSettings, {})
     plot.set_defaults(parser=plot, renamed={})
 
     evaluate = commands.add_parser(
@@ -177,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="another run to evaluate on the same tasks and draw dashed, e.g. a pretrained run",
     )
-    _add_settings(evaluate, harness.EvalSettings)
+    _add_settings(evaluate, harness.EvalSettings, harness.family_defaults())
     evaluate.add_argument(
         "--out", metavar="DIR", help="write eval.json and eval.png here (default: RUN_DIR)"
     )

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax import memory, options, reports, run_dir
+from metajax import memory, options, registry, reports, run_dir
 from metajax._validation import MAX_SEED, OptionError
 from metajax.algorithms.algorithm import Algorithm
 from metajax.algorithms.meta_learner import Params
@@ -108,6 +108,17 @@ class EvalSettings(Options):
 
 class EvaluationError(ValueError):
     """An evaluation that cannot be done as asked, e.g. with a baseline on other tasks."""
+
+
+def family_defaults() -> dict[str, dict[str, str]]:
+    """The evaluation settings whose defaults each registered family chooses, with each family's
+    default: ``{"shots": {"sinusoid": "5 10 20", ...}, "query_shots": {...}}``."""
+    defaults: dict[str, dict[str, str]] = {"shots": {}, "query_shots": {}}
+    for name, family_type in registry.families().items():
+        family = next(iter(family_type.presets().values())).task
+        defaults["shots"][name] = " ".join(map(str, family.eval_shots))
+        defaults["query_shots"][name] = str(family.eval_query_shots())
+    return defaults
 
 
 def query_size(family: TaskFamily, settings: EvalSettings, shots: int) -> int:

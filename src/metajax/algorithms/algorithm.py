@@ -20,7 +20,8 @@ class Algorithm(Options, abc.ABC):
       name: the name in configs and on the command line (``--algorithm NAME``).
       description: one line for ``--help``.
       objective: what the meta-loss measures, with ``{loss}`` standing for the task family's
-        loss (``"query {loss}"``: after adaptation); it labels the meta-loss figure.
+        loss: ``"query {loss}"`` (after adaptation) by default, ``"{loss} on all examples"``
+        for the pretrained baseline. It labels the meta-loss figure.
       tunes_inner_lr: ``metajax eval`` chooses the adaptation step size on validation tasks
         unless told otherwise, as for a baseline that was never trained to adapt.
     """
