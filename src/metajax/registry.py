@@ -153,16 +153,19 @@ def algorithms() -> dict[str, type["Algorithm"]]:
     return dict(_ALGORITHMS)
 
 
+def _lookup(known: dict[str, Any], option: str, name: Any) -> Any:
+    if not isinstance(name, str) or name not in known:
+        raise OptionError(option, f"one of {sorted(known)}", name)
+    return known[name]
+
+
 def family(name: Any) -> type["TaskFamily"]:
     """The task family registered as ``name``.
 
     Raises:
       OptionError: naming ``family`` and the registered names, if there is none.
     """
-    known = families()
-    if not isinstance(name, str) or name not in known:
-        raise OptionError("family", f"one of {sorted(known)}", name)
-    return known[name]
+    return _lookup(families(), "family", name)
 
 
 def algorithm(name: Any) -> type["Algorithm"]:
@@ -171,7 +174,4 @@ def algorithm(name: Any) -> type["Algorithm"]:
     Raises:
       OptionError: naming ``algorithm`` and the registered names, if there is none.
     """
-    known = algorithms()
-    if not isinstance(name, str) or name not in known:
-        raise OptionError("algorithm", f"one of {sorted(known)}", name)
-    return known[name]
+    return _lookup(algorithms(), "algorithm", name)
