@@ -6,6 +6,7 @@ depends on a family metajax ships.
 
 import json
 
+import fakes
 import jax
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from fakes import line_config
 from PIL import Image
 
 import metajax
-from metajax import OptionError, metrics, run_dir
+from metajax import OptionError, checkpoints, memory, metrics, run_dir, runs
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,8 @@ def test_load_gives_a_run_ready_to_adapt_and_a_rerun_reproduces_it(finished_run,
     run = metajax.load(out)
     assert run.config == config and run.path == out
     # The algorithm's own meta-parameters survive: learned-lr's step size was trained.
-    checkpoint = metajax.checkpoints.latest(out / "checkpoints")
-    state, _ = metajax.checkpoints.load(checkpoint.path, metajax.runs.build(config).initial_state())
+    checkpoint = checkpoints.latest(out / "checkpoints")
+    state, _ = checkpoints.load(checkpoint.path, runs.build(config).initial_state())
     jax.tree.map(np.testing.assert_array_equal, run.meta_params, state.meta_params)
     assert float(run.meta_params["log_lr"]) != pytest.approx(np.log(0.05), abs=1e-3)
     # Ready to adapt: one call adapts to a new task, and the adapted model fits it better.
@@ -160,3 +161,17 @@ def test_damaged_or_missing_runs_give_errors_that_name_the_file(finished_run, tm
         run_dir.RunDirError, match=r"config.json' is not a usable config: `seed` must be"
     ):
         metajax.load(broken)
+
+
+def test_running_out_of_memory_after_training_keeps_the_run(tmp_path, monkeypatch):
+    def plot_too_large(self, path, run, adapt_steps, key):
+        raise memory.OutOfMemoryError("drawing the figure", "as if it did not fit")
+
+    monkeypatch.setattr(fakes.Lines, "plot_example", plot_too_large)
+    out = tmp_path / "run"
+    with pytest.raises(memory.OutOfMemoryError, match=r"drawing the figure needs more memory"):
+        metajax.train(line_config(meta_steps=20, steps_per_call=10), out, progress=False)
+    # What was trained stays; the run is finished by resuming it.
+    assert (out / "params.eqx").exists() and checkpoints.latest(out / "checkpoints").step == 20
+    monkeypatch.undo()
+    assert metajax.resume(out, progress=False)["resumed_from_step"] == 20

@@ -247,7 +247,9 @@ def _train(
             }
             run_dir.write_json(out / run_dir.SUMMARY, summary)
     except OutOfMemoryError as error:
-        if not resume:  # nothing was trained: leave no unfinished run to resume or overwrite
+        newest = checkpoints.latest(out / run_dir.CHECKPOINTS)
+        if not resume and (newest is None or newest.step == 0):
+            # Nothing was trained: leave no unfinished run to resume or overwrite.
             run_dir.remove_run_files(out)
         raise error.with_sizes(memory_sizes(config)) from None
     return summary
