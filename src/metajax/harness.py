@@ -98,6 +98,11 @@ class EvalSettings(Options):
         if self.tune_inner_lr and self.adapt_steps == 0:
             raise OptionError("adapt_steps", "at least 1 when tuning the step size", 0)
 
+    def shots_for(self, family: TaskFamily) -> tuple[int, ...]:
+        """The values of K to evaluate a run of ``family`` with: these settings', or the
+        family's."""
+        return self.shots or family.eval_shots
+
     def tunes(self, algorithm: Algorithm) -> bool:
         """Whether a run of ``algorithm`` gets its step size tuned (with 0 steps, none
         matters)."""
@@ -170,7 +175,7 @@ def _curves(
     per run config and task sizes: the meta-parameters and the key are traced."""
     tasks = family.eval_tasks(which.key, which.num_tasks, which.shots, which.query_shots)
     loss_fn = family_loss(family, static)
-    loss_name = next(iter(family.metrics))
+    loss_name = family.loss_metric()
 
     def metrics(params: Params, batch: Any) -> dict[str, jax.Array]:
         loss, aux = loss_fn(params, batch)
@@ -216,10 +221,10 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
             f"algorithm '{algorithm.name}' has no inner_lr to set or tune; evaluate it with its "
             "own adaptation"
         )
-    primary, loss_name = family.primary(), next(iter(family.metrics))
+    primary, loss_name = family.primary(), family.loss_metric()
     higher = family.metrics[primary].higher_is_better
     results = []
-    for shots in settings.shots or family.eval_shots:
+    for shots in settings.shots_for(family):
         result: dict[str, Any] = {
             "shots": shots,
             "query_shots": query_size(family, settings, shots),
@@ -293,7 +298,7 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
         results = evaluate_run(run, settings)
     except memory.OutOfMemoryError as error:
         family = run.config.task
-        shots = settings.shots or family.eval_shots
+        shots = settings.shots_for(family)
         sizes = {
             "num_tasks": settings.num_tasks,
             "adapt_steps": settings.adapt_steps,
@@ -364,7 +369,7 @@ def evaluate(
                 f"{ours.task_distribution()}); both must come from one task family to be "
                 "evaluated on the same tasks"
             )
-    shots = settings.shots or run.config.task.eval_shots
+    shots = settings.shots_for(run.config.task)
     report = {
         "settings": {**settings.to_json(), "shots": list(shots)},
         **_report_of(run, settings),

@@ -373,7 +373,7 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
 
     records = metrics.read(path / run_dir.METRICS)
     meta_loss_path = path / run_dir.META_LOSS_PLOT
-    loss_label = next(iter(config.task.metrics.values())).label
+    loss_label = config.task.metrics[config.task.loss_metric()].label
     details = [
         f"{config.training.meta_batch_size} tasks/step",
         config.task.describe(),

@@ -60,9 +60,14 @@ class TaskFamily(Options, abc.ABC):
     steps_per_draw: ClassVar[int | None] = None
 
     @classmethod
+    def loss_metric(cls) -> str:
+        """The name of the metric that is the loss: the first of :attr:`metrics`."""
+        return next(iter(cls.metrics))
+
+    @classmethod
     def primary(cls) -> str:
         """The name of the primary metric."""
-        return cls.primary_metric or next(iter(cls.metrics))
+        return cls.primary_metric or cls.loss_metric()
 
     @classmethod
     @abc.abstractmethod
