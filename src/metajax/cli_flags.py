@@ -75,39 +75,47 @@ def _add_family(families: Any, family: type[TaskFamily]) -> None:
         + _by_preset({preset: config.algorithm.name for preset, config in presets.items()})
         + ")",
     )
-    group = parser.add_argument_group(f"{family.name} task settings")
-    for name, kind in declared(family).items():
-        values = {preset: getattr(config.task, name) for preset, config in presets.items()}
-        add_flag(group, name, kind, _preset_defaults(kind, values))
-    group = parser.add_argument_group("algorithm settings")
-    added: set[str] = set()
-    for algorithm in algorithms.values():
-        for name, kind in declared(algorithm).items():
-            if name in added:
-                continue
-            added.add(name)
-            declarations = {a: declared(other).get(name) for a, other in algorithms.items()}
-            owners = {a: kind for a, kind in declarations.items() if kind is not None}
-            values = {
-                preset: getattr(config.with_algorithm(next(iter(owners))).algorithm, name)
-                for preset, config in presets.items()
-            }
-            # Algorithms sharing a flag may describe it each in their own words.
-            helps = {a: other.help for a, other in owners.items()}
-            if len(set(helps.values())) > 1:
-                text = "; ".join(f"{a}: {help}" for a, help in helps.items())
-                kind = dataclasses.replace(kind, help=text)
-            owned = "" if len(owners) == len(algorithms) else f"; {', '.join(owners)} only"
-            add_flag(group, name, kind, _preset_defaults(kind, values) + owned)
-    group = parser.add_argument_group("training settings")
-    for name, kind in declared(TrainSettings).items():
-        values = {preset: getattr(config.training, name) for preset, config in presets.items()}
-        add_flag(group, name, kind, _preset_defaults(kind, values))
+    _add_section(parser, f"{family.name} task settings", presets, "task")
+    _add_algorithm_settings(parser, presets, algorithms)
+    _add_section(parser, "training settings", presets, "training")
     _add_run_options(parser)
     renamed = {**family.renamed_options, **TrainSettings.renamed_options}
     for algorithm in algorithms.values():
         renamed.update(algorithm.renamed_options)
     parser.set_defaults(parser=parser, family_type=family, renamed=renamed)
+
+
+def _add_section(
+    parser: argparse.ArgumentParser, title: str, presets: dict[str, RunConfig], section: str
+) -> None:
+    """The flags of one section of the presets' configs (``task`` or ``training``)."""
+    group = parser.add_argument_group(title)
+    for name, kind in declared(next(iter(presets.values())).settings()[section]).items():
+        values = {preset: getattr(c.settings()[section], name) for preset, c in presets.items()}
+        add_flag(group, name, kind, _preset_defaults(kind, values))
+
+
+def _add_algorithm_settings(
+    parser: argparse.ArgumentParser, presets: dict[str, RunConfig], algorithms: dict[str, Any]
+) -> None:
+    """One flag for each hyper-parameter name of any algorithm; its default is the preset's
+    (carried over to an algorithm that shares the name) or the first owner's own."""
+    group = parser.add_argument_group("algorithm settings")
+    for name in dict.fromkeys(n for algorithm in algorithms.values() for n in declared(algorithm)):
+        owners = {
+            a: declared(other)[name] for a, other in algorithms.items() if name in declared(other)
+        }
+        kind = next(iter(owners.values()))
+        values = {
+            preset: getattr(config.with_algorithm(next(iter(owners))).algorithm, name)
+            for preset, config in presets.items()
+        }
+        # Algorithms sharing a flag may describe it each in their own words.
+        helps = {a: other.help for a, other in owners.items()}
+        if len(set(helps.values())) > 1:
+            kind = dataclasses.replace(kind, help="; ".join(f"{a}: {h}" for a, h in helps.items()))
+        owned = "" if len(owners) == len(algorithms) else f"; {', '.join(owners)} only"
+        add_flag(group, name, kind, _preset_defaults(kind, values) + owned)
 
 
 def build_parser() -> argparse.ArgumentParser:
