@@ -22,6 +22,9 @@ jax.config.update("jax_compilation_cache_dir", _CACHE.name)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE.name
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+# Decoded image sets are cached here, not in the user's ~/.cache.
+_IMAGE_CACHE = tempfile.TemporaryDirectory(prefix="metajax-tests-image-cache-")
+os.environ["METAJAX_CACHE"] = _IMAGE_CACHE.name
 
 
 @pytest.fixture(scope="session")

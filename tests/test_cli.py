@@ -132,6 +132,8 @@ def test_every_option_reaches_the_config():
         "50",
         "--keep-checkpoints",
         "2",
+        "--validation-tasks",
+        "30",
     )
     assert config.to_dict() | {"metajax_version": None} == {
         "config_format": 2,
@@ -157,6 +159,7 @@ def test_every_option_reaches_the_config():
             "steps_per_call": 11,
             "checkpoint_every": 50,
             "keep_checkpoints": 2,
+            "validation_tasks": 30,
         },
     }
     # Options not given come from the preset.
@@ -369,9 +372,9 @@ def write_config(path, **changes):
             "[1, 2147483647], got 0",
         ),
         (
-            '{"family": "omniglot"}',
+            '{"family": "cifar"}',
             "metajax: error: '{path}' is not a usable config: `family` must be one of "
-            f"{FAMILIES}, got 'omniglot'",
+            f"{FAMILIES}, got 'cifar'",
         ),
         (
             '{"training": {"seed": 1}}',
@@ -441,11 +444,11 @@ def test_a_non_finite_meta_loss_exits_with_status_1_and_names_the_step(tmp_path,
 def test_resume_of_a_missing_or_foreign_run_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 1
     assert f"run directory '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
-    write_config(tmp_path / "config.json", family="omniglot")
+    write_config(tmp_path / "config.json", family="cifar")
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert (
         f"metajax: error: '{tmp_path}/config.json' is not a usable config: `family` must be one "
-        f"of {FAMILIES}, got 'omniglot'"
+        f"of {FAMILIES}, got 'cifar'"
     ) in capsys.readouterr().err
     (tmp_path / "config.json").unlink()
     assert main(["train", "--resume", str(tmp_path)]) == 1

@@ -224,13 +224,13 @@ def test_bad_settings_are_rejected(kwargs, message):
 def test_missing_or_foreign_runs_give_clear_errors(tmp_path, runs):
     with pytest.raises(run_dir.RunDirError, match=r"run directory '.*nowhere' does not exist"):
         evaluate(tmp_path / "nowhere", SMALL)
-    foreign = tmp_path / "omniglot"
+    foreign = tmp_path / "cifar"
     foreign.mkdir()
-    (foreign / "config.json").write_text(json.dumps({"family": "omniglot", "task": {"ways": 5}}))
+    (foreign / "config.json").write_text(json.dumps({"family": "cifar", "task": {"ways": 5}}))
     with pytest.raises(
         run_dir.RunDirError,
         match=rf"not a usable config: `family` must be one of "
-        rf"{re.escape(str(sorted(registry.families())))}, got 'omni",
+        rf"{re.escape(str(sorted(registry.families())))}, got 'cifar'",
     ):
         evaluate(foreign, SMALL)
     with pytest.raises(run_dir.RunDirError, match=r"does not exist"):
@@ -362,5 +362,11 @@ def test_cli_on_a_missing_run(tmp_path, run_metajax):
 def test_cli_help_shows_each_familys_defaults(run_metajax):
     result = run_metajax("eval", "--help")
     text = " ".join(result.stdout.split())
-    assert "(default: the task family's: 5 10 20 for sinusoid, 2 8 for lines)" in text
-    assert "(default: the task family's: 100 for sinusoid, 20 for lines)" in text
+    assert (
+        "(default: the task family's: 1 5 for images, 1 5 for omniglot, 5 10 20 for sinusoid, "
+        "2 8 for lines)"
+    ) in text
+    assert (
+        "(default: the task family's: 15 for images, 15 for omniglot, 100 for sinusoid, 20 for "
+        "lines)"
+    ) in text

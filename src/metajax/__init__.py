@@ -29,9 +29,16 @@ from metajax.evaluation import mean_and_ci95 as mean_and_ci95
 from metajax.harness import EvalSettings as EvalSettings
 from metajax.harness import EvaluationError as EvaluationError
 from metajax.harness import evaluate as evaluate
+from metajax.image_data import DataError as DataError
+from metajax.image_data import ImageSet as ImageSet
+from metajax.image_data import load_image_set as load_image_set
 from metajax.memory import OutOfMemoryError as OutOfMemoryError
 from metajax.metrics import MetricsSink as MetricsSink
 from metajax.models import MLP as MLP
+from metajax.models import Conv4 as Conv4
+from metajax.models import conv2d as conv2d
+from metajax.models import conv4 as conv4
+from metajax.models import cross_entropy as cross_entropy
 from metajax.models import mlp as mlp
 from metajax.models import mse_loss as mse_loss
 from metajax.registry import register_algorithm as register_algorithm
@@ -43,8 +50,13 @@ from metajax.runs import plot as plot
 from metajax.runs import resume as resume
 from metajax.runs import train as train
 from metajax.stop_signals import Interrupted as Interrupted
+from metajax.tasks.class_sampler import ClassPool as ClassPool
+from metajax.tasks.class_sampler import class_pool as class_pool
+from metajax.tasks.class_sampler import sample_classification_tasks as sample_classification_tasks
 from metajax.tasks.family import Metric as Metric
 from metajax.tasks.family import TaskFamily as TaskFamily
+from metajax.tasks.images import ImageClassification as ImageClassification
+from metajax.tasks.images import Omniglot as Omniglot
 from metajax.tasks.sinusoid import Sinusoid as Sinusoid
 from metajax.tasks.sinusoid import SinusoidConfig as SinusoidConfig
 from metajax.tasks.sinusoid import SinusoidDistribution as SinusoidDistribution
@@ -64,9 +76,14 @@ __all__ = [
     "MAML",
     "MLP",
     "Algorithm",
+    "ClassPool",
+    "Conv4",
+    "DataError",
     "Diverged",
     "EvalSettings",
     "EvaluationError",
+    "ImageClassification",
+    "ImageSet",
     "Interrupted",
     "LoadedRun",
     "LossFn",
@@ -74,6 +91,7 @@ __all__ = [
     "Metric",
     "MetricsSink",
     "NonFiniteError",
+    "Omniglot",
     "OptionError",
     "OutOfMemoryError",
     "Params",
@@ -91,11 +109,16 @@ __all__ = [
     "TrainState",
     "UnknownOptionError",
     "adaptation_curve",
+    "class_pool",
+    "conv2d",
+    "conv4",
+    "cross_entropy",
     "evaluate",
     "init_train_state",
     "inner_loop_learner",
     "load",
     "load_config",
+    "load_image_set",
     "maml",
     "mean_and_ci95",
     "meta_train",
@@ -107,6 +130,7 @@ __all__ = [
     "register_algorithm",
     "register_family",
     "resume",
+    "sample_classification_tasks",
     "train",
     "train_steps",
 ]

@@ -6,11 +6,13 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from metajax import cli_flags, harness, registry, reports, run_dir, runs
+from metajax import cli_flags, download, harness, predict, registry, reports, run_dir, runs
 from metajax._validation import OptionError
 from metajax.config import RunConfig, load_config
+from metajax.image_data import DataError
 from metajax.memory import OutOfMemoryError
 from metajax.metrics import MissingDependencyError
 from metajax.options import Options, declared, flag_name
@@ -150,6 +152,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    if args.adapt_steps is not None and args.adapt_steps < 0:
+        args.parser.error(f"argument --adapt-steps: must be >= 0, got {args.adapt_steps}")
+    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        args.parser.error(f"argument --out: must end in .csv or .json, got {args.out!r}")
+    found = predict.adapt_and_predict(
+        args.run_dir, args.support, args.query, adapt_steps=args.adapt_steps
+    )
+    width = max(len(p.image) for p in found)
+    for p in found:
+        print(f"{p.image:<{width}}  {p.label}  {p.probability:.3f}")
+    if args.out is not None:
+        predict.write_predictions(args.out, found)
+        print(f"metajax: wrote {args.out}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    folders = download.fetch(args.dir, progress=not args.no_progress)
+    print(f"metajax: {', '.join(str(f) for f in folders)} ready")
+    print(f"metajax: train with: metajax train omniglot --data {shlex.quote(args.dir)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     try:
@@ -162,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = cli_flags.renamed_hint(args, extras)
         args.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     try:
-        return {"train": _train, "plot": _plot, "eval": _evaluate}[args.command](args)
+        commands = {"train": _train, "plot": _plot, "eval": _evaluate}
+        commands.update(adapt=_adapt, data=_data)
+        return commands[args.command](args)
     except Interrupted as error:
         print(
             f"metajax: {error}\nmetajax: resume with: metajax train --resume "
@@ -179,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.RunDirError,
         harness.EvaluationError,
         Diverged,
+        DataError,
+        download.DownloadError,
         MissingDependencyError,
         OptionError,
         OSError,

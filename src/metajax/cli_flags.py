@@ -34,7 +34,10 @@ def _by_preset(shown: dict[str, str]) -> str:
 
 
 def _preset_defaults(kind: Kind, values: dict[str, Any]) -> str:
-    return _by_preset({preset: kind.show(value) for preset, value in values.items()})
+    def shown(value: Any) -> str:
+        return kind.default_text if value is None and kind.default_text else kind.show(value)
+
+    return _by_preset({preset: shown(value) for preset, value in values.items()})
 
 
 def _add_settings(
@@ -198,6 +201,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-plots", action="store_true", help="do not draw eval.png")
     evaluate.set_defaults(parser=evaluate, renamed=harness.EvalSettings.renamed_options)
+
+    adapt = commands.add_parser(
+        "adapt",
+        allow_abbrev=False,
+        help="adapt a trained image classifier to your images and classify new ones",
+        description=(
+            "Adapt a trained run of an image family (images, omniglot) to your own few-shot "
+            "task and classify new images. --support DIR holds one folder of images per class, "
+            "as many classes as the run's N-way tasks; --query DIR holds the images to "
+            "classify. Images may have any size and any format Pillow reads. Prints each query "
+            "image's predicted class and its probability; --out FILE also writes them as CSV "
+            "or JSON (by the suffix)."
+        ),
+    )
+    adapt.add_argument("run_dir", metavar="RUN_DIR", help="a finished run of an image family")
+    adapt.add_argument(
+        "--support", required=True, metavar="DIR", help="one folder of images per class"
+    )
+    adapt.add_argument("--query", required=True, metavar="DIR", help="the images to classify")
+    adapt.add_argument(
+        "--adapt-steps",
+        type=int,
+        metavar="N",
+        help="inner steps on the support images (default: the run's training inner steps)",
+    )
+    adapt.add_argument("--out", metavar="FILE", help="write the predictions to FILE.csv or .json")
+    adapt.set_defaults(parser=adapt, renamed={})
+
+    data = commands.add_parser(
+        "data",
+        allow_abbrev=False,
+        help="download a dataset",
+        description=(
+            "Download a dataset's official archives, check their MD5 sums and unpack them into "
+            "DIR, atomically: 'metajax data omniglot DIR' fetches Omniglot's images_background "
+            "and images_evaluation (then: metajax train omniglot --data DIR). Offline, it says "
+            "which files to put where by hand."
+        ),
+    )
+    data.add_argument("dataset", choices=("omniglot",), help="the dataset")
+    data.add_argument("dir", metavar="DIR", help="where to put it")
+    data.add_argument("--no-progress", action="store_true", help="do not show download progress")
+    data.set_defaults(parser=data, renamed={})
     return parser
 
 

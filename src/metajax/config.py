@@ -63,6 +63,11 @@ class TrainSettings(Options):
         5000, "meta-steps between checkpoints; one is also saved at the start and the end"
     )
     keep_checkpoints: int = options.integer(3, "keep the newest K checkpoints", metavar="K")
+    validation_tasks: int = options.integer(
+        0,
+        "validation tasks scored at every checkpoint, after the training's inner steps (0: none)",
+        minimum=0,
+    )
 
 
 SECTIONS = ("task", "hparams", "training")

@@ -16,6 +16,8 @@ def adaptation_curve(
     meta_params: Params,
     tasks: Task,
     adapt_steps: int,
+    *,
+    batch_size: int | None = None,
 ) -> Any:
     """The query metrics of every task before adaptation and after each inner step.
 
@@ -29,6 +31,8 @@ def adaptation_curve(
       meta_params: the meta-parameters to adapt from.
       tasks: a task batch (leading task axis).
       adapt_steps: the number of inner steps, ``>= 0``.
+      batch_size: adapt this many tasks at once, one batch after another (``lax.map``), to
+        bound the memory; ``None`` adapts all of them at once (``vmap``).
 
     Returns:
       ``metric_fn``'s structure with leaves of shape ``[num_tasks, adapt_steps + 1]``; column
@@ -43,7 +47,9 @@ def adaptation_curve(
             observe=lambda params: metric_fn(params, task.query),
         )
 
-    return jax.vmap(one_task)(tasks)
+    if batch_size is None:
+        return jax.vmap(one_task)(tasks)
+    return jax.lax.map(one_task, tasks, batch_size=batch_size)
 
 
 def mean_and_ci95(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -134,12 +134,20 @@ def query_size(family: TaskFamily, settings: EvalSettings, shots: int) -> int:
 
 
 class _Tasks(NamedTuple):
-    """Which held-out tasks to draw: ``family.eval_tasks(key, *sizes)``."""
+    """Which held-out tasks to draw: ``family.eval_tasks(key, *sizes)``, or
+    ``family.validation_tasks`` for the validation stream."""
 
     key: jax.Array
     num_tasks: int
     shots: int
     query_shots: int
+    stream: int
+
+    def draw(self, family: TaskFamily) -> Task:
+        sizes = (self.key, self.num_tasks, self.shots, self.query_shots)
+        if self.stream == VALIDATION_STREAM:
+            return family.validation_tasks(*sizes)
+        return family.eval_tasks(*sizes)
 
 
 def _which_tasks(
@@ -147,15 +155,14 @@ def _which_tasks(
 ) -> _Tasks:
     num_tasks = settings.num_tasks if stream == TEST_STREAM else settings.validation_tasks
     key = stream_key(settings.eval_seed, stream)
-    return _Tasks(key, num_tasks, shots, query_size(family, settings, shots))
+    return _Tasks(key, num_tasks, shots, query_size(family, settings, shots), stream)
 
 
 def evaluation_tasks(
     family: TaskFamily, settings: EvalSettings, shots: int, stream: int = TEST_STREAM
 ) -> Task:
     """The held-out K-shot tasks, from the evaluation seed's ``stream`` (test or validation)."""
-    which = _which_tasks(family, settings, shots, stream)
-    return family.eval_tasks(which.key, which.num_tasks, which.shots, which.query_shots)
+    return _which_tasks(family, settings, shots, stream).draw(family)
 
 
 @eqx.filter_jit
@@ -173,7 +180,7 @@ def _curves(
 
     The tasks are drawn inside, so that memory is checked before they take any. Compiled once
     per run config and task sizes: the meta-parameters and the key are traced."""
-    tasks = family.eval_tasks(which.key, which.num_tasks, which.shots, which.query_shots)
+    tasks = which.draw(family)
     loss_fn = family_loss(family, static)
     loss_name = family.loss_metric()
 
@@ -184,7 +191,9 @@ def _curves(
     def with_step_size(inner_lr: jax.Array | None) -> dict[str, jax.Array]:
         changed = algorithm if inner_lr is None else options.replace(algorithm, inner_lr=inner_lr)
         learner = changed.make(loss_fn, has_aux=True)
-        return adaptation_curve(learner, metrics, meta_params, tasks, adapt_steps)
+        return adaptation_curve(
+            learner, metrics, meta_params, tasks, adapt_steps, batch_size=family.eval_batch_size
+        )
 
     if inner_lrs is None:
         return jax.tree.map(lambda leaf: leaf[None], with_step_size(None))

@@ -190,8 +190,15 @@ def truncate(path: Path, through_step: int) -> None:
     replace_atomically(path, lambda file: file.write("".join(kept).encode()))
 
 
-def read(path: Path, fields: tuple[str, ...] = ("step", "meta_loss")) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file, each checked to hold ``fields``."""
+VALIDATION_PREFIX = "validation_"
+"""Validation records hold ``step`` and metrics named ``validation_<metric>`` only."""
+
+
+def read(
+    path: Path, fields: tuple[str, ...] = ("step", "meta_loss"), *, validation: bool = False
+) -> list[dict[str, Any]]:
+    """The training records of a ``metrics.jsonl`` file (or, with ``validation``, its
+    validation records), each checked to hold ``fields``."""
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -204,7 +211,13 @@ def read(path: Path, fields: tuple[str, ...] = ("step", "meta_loss")) -> list[di
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise RunDirError(f"'{path}' line {number} is not valid JSON: {error}") from None
+        if isinstance(record, dict) and _is_validation(record) != validation:
+            continue
         if not isinstance(record, dict) or not all(field in record for field in fields):
             raise RunDirError(f"'{path}' line {number} lacks one of {', '.join(fields)}")
         records.append(record)
     return records
+
+
+def _is_validation(record: dict[str, Any]) -> bool:
+    return any(key.startswith(VALIDATION_PREFIX) for key in record)

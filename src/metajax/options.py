@@ -3,11 +3,11 @@
 A task family's config, an algorithm's hyper-parameters, the training settings and the
 evaluation settings are frozen dataclasses derived from :class:`Options`, whose fields are
 declared with :func:`integer`, :func:`number`, :func:`flag`, :func:`number_range`,
-:func:`sizes` or :func:`count_or_word`. The declaration is the only place a setting is written:
-the dataclass checks every field when it is constructed (an :class:`~metajax.OptionError` names
-the field), :meth:`Options.to_json` and :meth:`Options.from_json` give the config file, and
-:func:`add_flag` gives the ``metajax`` command its flag (``inner_lr`` becomes ``--inner-lr``),
-with the same help text.
+:func:`sizes`, :func:`count_or_word`, :func:`text` or :func:`choice`. The declaration is the
+only place a setting is written: the dataclass checks every field when it is constructed (an
+:class:`~metajax.OptionError` names the field), :meth:`Options.to_json` and
+:meth:`Options.from_json` give the config file, and :func:`add_flag` gives the ``metajax``
+command its flag (``inner_lr`` becomes ``--inner-lr``), with the same help text.
 """
 
 import argparse
@@ -170,6 +170,35 @@ class CountOrWord(Kind):
         return {"type": parse, "metavar": self.metavar or f"N|{word}"}
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Text(Kind):
+    """A non-empty string, such as a path."""
+
+    def _check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise OptionError(name, "a non-empty string", value)
+        return value
+
+    def parser_arguments(self) -> dict[str, Any]:
+        return {"type": str, "metavar": self.metavar or "TEXT"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Choice(Kind):
+    """One of a few values, all strings or all integers."""
+
+    choices: tuple[Any, ...]
+
+    def _check(self, name: str, value: Any) -> Any:
+        if type(value) is not type(self.choices[0]) or value not in self.choices:
+            shown = ", ".join(repr(choice) for choice in self.choices)
+            raise OptionError(name, f"one of {shown}", value)
+        return value
+
+    def parser_arguments(self) -> dict[str, Any]:
+        return {"type": type(self.choices[0]), "choices": self.choices, "metavar": self.metavar}
+
+
 def _field(default: Any, kind: Kind) -> Any:
     return dataclasses.field(default=default, metadata={_KIND: kind})
 
@@ -264,6 +293,25 @@ def count_or_word(
     return _field(
         default, CountOrWord(help=help, word=word, optional=optional, default_text=default_text)
     )
+
+
+def text(
+    default: str | None,
+    help: str,
+    *,
+    metavar: str = "TEXT",
+    optional: bool = False,
+    default_text: str | None = None,
+) -> Any:
+    """A non-empty string (a path, say)."""
+    return _field(
+        default, Text(help=help, metavar=metavar, optional=optional, default_text=default_text)
+    )
+
+
+def choice(default: Any, choices: tuple[Any, ...], help: str, *, metavar: str | None = None) -> Any:
+    """One of ``choices``: strings, or integers."""
+    return _field(default, Choice(help=help, choices=choices, metavar=metavar))
 
 
 def declared(options: "Options | type[Options]") -> dict[str, Kind]:

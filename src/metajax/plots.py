@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -145,3 +146,55 @@ def plot_curves_with_bands(
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small", ncol=2 if len(curves) > 3 else 1)
     _save(figure, path)
+
+
+def plot_classification_example(
+    path: Path,
+    support: tuple[np.ndarray, np.ndarray],
+    query: tuple[np.ndarray, np.ndarray],
+    probabilities: np.ndarray,
+    title: str,
+) -> None:
+    """One few-shot classification task: the support images by class, and each query image
+    with the adapted model's prediction.
+
+    Args:
+      path: where to write the PNG.
+      support: images ``[num_support, size, size, channels]`` in [0, 1] and labels.
+      query: query images and their true labels, one query image per class or more.
+      probabilities: the adapted model's class probabilities, ``[num_query, ways]``.
+      title: the figure's title.
+    """
+    images, labels = support
+    ways = probabilities.shape[1]
+    shots = max(int(np.sum(labels == c)) for c in range(ways))
+    columns = shots + 1
+    figure = Figure(figsize=(1.3 * columns + 0.6, 1.3 * ways + 0.8))
+    grid = figure.add_gridspec(ways, columns)
+    for c in range(ways):
+        for column, image in enumerate(images[labels == c]):
+            axes = figure.add_subplot(grid[c, column])
+            _show(axes, image)
+            if column == 0:
+                axes.set_ylabel(f"class {c}", fontsize="small")
+            if c == 0:
+                axes.set_title("support", fontsize="small")
+        (shown,) = np.flatnonzero(query[1] == c)[:1]
+        predicted = int(np.argmax(probabilities[shown]))
+        axes = figure.add_subplot(grid[c, shots])
+        _show(axes, query[0][shown])
+        right = predicted == c
+        axes.set_title(
+            f"query: {predicted} ({probabilities[shown, predicted]:.0%})",
+            fontsize="small",
+            color="tab:green" if right else "tab:red",
+        )
+    figure.suptitle(title, fontsize="medium")
+    _save(figure, path)
+
+
+def _show(axes: Axes, image: np.ndarray) -> None:
+    grey = image.shape[-1] == 1
+    axes.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=1)
+    axes.set_xticks([])
+    axes.set_yticks([])

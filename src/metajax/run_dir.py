@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 import equinox as eqx
 
 CONFIG = "config.json"
+DATA = "data.json"
 METRICS = "metrics.jsonl"
 PARAMS = "params.eqx"
 SUMMARY = "summary.json"
@@ -19,6 +20,7 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 RUN_FILES = (
     CONFIG,
+    DATA,
     METRICS,
     PARAMS,
     SUMMARY,

@@ -9,8 +9,7 @@ ready to adapt to new tasks.
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +24,7 @@ from metajax.config import (
     INIT_STREAM,
     TEST_STREAM,
     TRAIN_STREAM,
+    VALIDATION_STREAM,
     RunConfig,
     load_config,
     stream_key,
@@ -77,7 +77,7 @@ def build(config: RunConfig) -> Setup:
         loss_fn=loss_fn,
         learner=config.algorithm.make(loss_fn, has_aux=True),
         optimizer=optax.adam(config.training.meta_lr),
-        sample_tasks=partial(config.task.sample_tasks, num_tasks=config.training.meta_batch_size),
+        sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
         train_key=stream_key(config.training.seed, TRAIN_STREAM),
     )
 
@@ -136,9 +136,12 @@ def train(
     _check_registered(config)
     if tensorboard:
         metrics.tensorboard_writer()  # fail before anything is written
+    data = config.task.prepare()
     out = run_dir.prepare(out, overwrite=overwrite)
     values = config.to_dict()
     run_dir.write_json(out / run_dir.CONFIG, values)
+    if data is not None:
+        run_dir.write_json(out / run_dir.DATA, data)
     return _train(config, values, out, False, progress, plots, tensorboard, sinks)
 
 
@@ -184,9 +187,21 @@ def resume(
         tensorboard = (out / run_dir.TENSORBOARD).is_dir()
     if tensorboard:
         metrics.tensorboard_writer()
+    _check_data(out, config.task.prepare())
     # Checkpoints record the config as config.json holds it, in the format it was written in.
     values = run_dir.read_json(out / run_dir.CONFIG)
     return _train(config, values, out, True, progress, plots, tensorboard, sinks)
+
+
+def _check_data(out: Path, data: dict[str, Any] | None) -> None:
+    """A run resumes only on the data it started with (as its ``data.json`` records it)."""
+    path = out / run_dir.DATA
+    saved = run_dir.read_json(path) if path.exists() else None
+    if saved != data:
+        raise run_dir.RunDirError(
+            f"the data differs from what '{path}' records of the run's start (the classes of "
+            "each split, or the number of images); resume with the data the run started with"
+        )
 
 
 def finished(path: str | Path) -> bool:
@@ -227,6 +242,7 @@ def _train(
                 stop=stop,
                 sinks=all_sinks,
                 steps_per_draw=config.task.steps_per_draw,
+                validate=_validator(config, setup),
             )
             run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
             if plots:
@@ -253,6 +269,37 @@ def _train(
             run_dir.remove_run_files(out)
         raise error.with_sizes(memory_sizes(config)) from None
     return summary
+
+
+def _validator(config: RunConfig, setup: Setup) -> Callable[[Params], dict[str, float]] | None:
+    """The scores of meta-parameters on the run's validation tasks, after the training's inner
+    steps: ``validation_<metric>``, the means over ``validation_tasks`` tasks of evaluation
+    seed 0's validation stream (``None`` without validation tasks)."""
+    count = config.training.validation_tasks
+    if not count:
+        return None
+    family = config.task
+    learner, loss_fn = setup.learner, setup.loss_fn
+    loss_name = family.loss_metric()
+    key = stream_key(0, VALIDATION_STREAM)
+
+    @jax.jit
+    def scores(meta_params: Params) -> dict[str, jax.Array]:
+        tasks = family.validation_tasks(key, count, *family.validation_sizes())
+
+        def one_task(task: Any) -> dict[str, jax.Array]:
+            loss, aux = loss_fn(learner.adapt(meta_params, task.support), task.query)
+            return {loss_name: loss, **aux}
+
+        values = jax.lax.map(one_task, tasks, batch_size=family.eval_batch_size or count)
+        return jax.tree.map(lambda leaf: leaf.mean(), values)
+
+    def validate(meta_params: Params) -> dict[str, float]:
+        with memory.converted("scoring validation tasks"):
+            values = scores(meta_params)
+        return {f"{metrics.VALIDATION_PREFIX}{name}": float(v) for name, v in values.items()}
+
+    return validate
 
 
 def _tensorboard_sink(out: Path, config: RunConfig, resume: bool) -> metrics.TensorBoardMetrics:

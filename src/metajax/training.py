@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,10 @@ from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.tasks.task import Task
 
 TaskSampler = Callable[[Array], Task]
-"""``sample_tasks(key) -> Task``: a pure, jit-able function drawing one task batch."""
+"""``sample_tasks(key) -> Task``: a pure, jit-able function drawing one task batch. It may be a
+pytree (an ``equinox.Module``, say) whose array leaves hold data, such as a whole image set:
+:func:`meta_train` passes those arrays to the compiled call as arguments, where they would
+otherwise be compiled into the program as constants."""
 
 
 class TrainState(NamedTuple):
@@ -131,6 +135,24 @@ def _train_steps(
     return new_state, losses, aux, grads_finite
 
 
+def _train_steps_on(
+    learner: MetaLearner,
+    optimizer: optax.GradientTransformation,
+    sampler_static: Any,
+    sampler_data: Any,
+    state: TrainState,
+    meta_steps: int,
+    steps_per_draw: int | None,
+    check_grads: bool,
+) -> tuple[TrainState, Array, dict[str, Array], Array | None]:
+    """:func:`_train_steps` with the sampler split by ``eqx.partition`` into its arrays, which
+    are traced, and the rest, which is static."""
+    sample_tasks = eqx.combine(sampler_data, sampler_static)
+    return _train_steps(
+        learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, check_grads
+    )
+
+
 def _all_finite(tree: Any) -> Array:
     """Whether every entry of every floating-point leaf of ``tree`` is finite (a bool scalar)."""
     leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
@@ -235,7 +257,8 @@ def meta_train(
         checkpoint_every = _validation.integer("checkpoint_every", checkpoint_every, 1)
     first_step = int(state.step)
 
-    run = jax.jit(_train_steps, static_argnums=(0, 1, 2, 4, 5, 6))
+    sampler_data, sampler_static = eqx.partition(sample_tasks, eqx.is_array)
+    run = jax.jit(_train_steps_on, static_argnums=(0, 1, 2, 5, 6, 7))
     compile_seconds = 0.0
     compiled = {}
     for size in sorted(
@@ -246,7 +269,8 @@ def meta_train(
             run,
             learner,
             optimizer,
-            sample_tasks,
+            sampler_static,
+            sampler_data,
             state,
             size,
             steps_per_draw,
@@ -266,10 +290,19 @@ def meta_train(
     ) as bar:
         for size in _chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every):
             with memory.converted("meta-training"):
-                new_state, chunk_losses, chunk_aux, _ = compiled[size](state)
+                new_state, chunk_losses, chunk_aux, _ = compiled[size](sampler_data, state)
             chunk_losses = np.asarray(chunk_losses, dtype=np.float64)
             if not (np.isfinite(chunk_losses).all() and _params_finite(new_state.meta_params)):
-                replay = run(learner, optimizer, sample_tasks, state, size, steps_per_draw, True)
+                replay = run(
+                    learner,
+                    optimizer,
+                    sampler_static,
+                    sampler_data,
+                    state,
+                    size,
+                    steps_per_draw,
+                    True,
+                )
                 _raise_non_finite(state, replay[0], replay[1], replay[3])
             chunk_aux = {name: np.asarray(v, dtype=np.float64) for name, v in chunk_aux.items()}
             state = new_state

@@ -87,6 +87,7 @@ def run(
     stop: StopSignals | None = None,
     sinks: Sequence[metrics.MetricsSink] = (),
     steps_per_draw: int | None = None,
+    validate: Callable[[Any], dict[str, float]] | None = None,
 ) -> RunOutcome:
     """Meta-trains in the run directory ``out``, or resumes the run there.
 
@@ -114,6 +115,9 @@ def run(
       sinks: more places for the metrics records than ``metrics.jsonl`` (see
         :class:`metajax.metrics.MetricsSink`).
       steps_per_draw: as for :func:`~metajax.meta_train`.
+      validate: ``validate(meta_params) -> {name: value}``, scores of the meta-parameters on
+        validation tasks; called at every ``checkpoint_every`` meta-steps and at the end,
+        before the checkpoint, and written as a record of its own at that step.
 
     Returns:
       A :class:`RunOutcome`.
@@ -140,6 +144,7 @@ def run(
                 stop=stop,
                 sinks=sinks,
                 steps_per_draw=steps_per_draw,
+                validate=validate,
             )
     out = Path(out)
     checkpoint_dir = out / run_dir.CHECKPOINTS
@@ -186,7 +191,21 @@ def run(
     windows = metrics.WindowedMetrics(all_sinks, settings.log_every, first_step, pending)
     tail_length = max(FINAL_LOSS_WINDOW, settings.log_every)
     compile_seconds = train_seconds = 0.0
+
+    def validation_due(step: int) -> bool:
+        regular = step % settings.checkpoint_every == 0 or step == settings.meta_steps
+        return validate is not None and step > 0 and regular
+
+    def write_validation(state: TrainState) -> None:
+        assert validate is not None
+        scores = validate(state.meta_params)
+        for sink in all_sinks:
+            sink.write(int(state.step), scores)
+
     try:
+        if resume and first_step % settings.log_every and validation_due(first_step):
+            # Its record came after the last one kept; the scores are those of the same state.
+            write_validation(state)
         if first_step < settings.meta_steps:
 
             def on_chunk(state: TrainState, losses: np.ndarray, aux: dict) -> None:
@@ -199,6 +218,8 @@ def run(
                     for name, v in values.items()
                 }
                 due = step % settings.checkpoint_every == 0 or step == settings.meta_steps
+                if validation_due(step):
+                    write_validation(state)
                 if due or stop.received is not None:
                     for sink in all_sinks:  # the records up to a checkpoint are on disk before it
                         sink.flush()

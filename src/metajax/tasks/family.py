@@ -1,7 +1,8 @@
 """The unit the registry knows a task family by: its settings and what it provides."""
 
 import abc
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -48,6 +49,8 @@ class TaskFamily(Options, abc.ABC):
       steps_per_draw: how many meta-steps' task batches the training loop draws at once:
         ``None`` draws those of a whole compiled call together (fastest for small tasks), 1
         draws each step's inside the loop (least memory, for large tasks such as images).
+      eval_batch_size: how many held-out tasks evaluation adapts at once (``None``: all);
+        bounds evaluation's memory for large tasks.
       renamed_options: settings renamed since an older config format, old name to new (see
         :class:`~metajax.options.Options`).
     """
@@ -58,6 +61,7 @@ class TaskFamily(Options, abc.ABC):
     primary_metric: ClassVar[str | None] = None
     eval_shots: ClassVar[tuple[int, ...]]
     steps_per_draw: ClassVar[int | None] = None
+    eval_batch_size: ClassVar[int | None] = None
 
     @classmethod
     def loss_metric(cls) -> str:
@@ -74,6 +78,12 @@ class TaskFamily(Options, abc.ABC):
     def presets(cls) -> dict[str, "RunConfig"]:
         """Complete run configs by name; the first is the default of ``metajax train NAME``."""
 
+    def prepare(self) -> dict[str, Any] | None:
+        """Loads and checks what the family's tasks need (data, say) before a run writes
+        anything; returns what the run directory's ``data.json`` should record of it (``None``:
+        nothing to record). Raises an error that says what to fix."""
+        return None
+
     @abc.abstractmethod
     def build_model(self, key: Array) -> Any:
         """The model meta-training starts from: any pytree, e.g. an Equinox module. Its
@@ -89,11 +99,31 @@ class TaskFamily(Options, abc.ABC):
     def sample_tasks(self, key: Array, num_tasks: int) -> Task:
         """A batch of ``num_tasks`` training tasks; pure and jit-able."""
 
+    def task_sampler(self, num_tasks: int) -> Callable[[Array], Task]:
+        """``sampler(key) -> Task``, the training tasks of one meta-step: by default
+        :meth:`sample_tasks`. A family whose tasks are drawn from data returns a pytree (an
+        ``equinox.Module``) holding the data's arrays, which meta-training then passes to its
+        compiled loop as arguments rather than compiling them in as constants."""
+        return functools.partial(self.sample_tasks, num_tasks=num_tasks)
+
     @abc.abstractmethod
     def eval_tasks(self, key: Array, num_tasks: int, shots: int, query_shots: int) -> Task:
         """Held-out tasks for ``shots``-shot evaluation, with ``query_shots`` query examples
         (per class, for classification). The tasks must not depend on ``shots`` except for
         their support sets, so that every K is evaluated on the same tasks."""
+
+    def validation_tasks(self, key: Array, num_tasks: int, shots: int, query_shots: int) -> Task:
+        """Tasks for choosing settings (a step size) and for scoring training as it goes, like
+        :meth:`eval_tasks`; by default drawn the same way (from another key). A family with a
+        split of validation classes draws them from it."""
+        return self.eval_tasks(key, num_tasks, shots, query_shots)
+
+    def validation_sizes(self) -> tuple[int, int]:
+        """``(shots, query_shots)`` of the validation tasks that score training as it goes
+        (``validation_tasks`` in :class:`~metajax.TrainSettings`): by default the first of
+        :attr:`eval_shots` and :meth:`eval_query_shots`; a family with a ``shots`` setting
+        gives the training tasks' sizes."""
+        return self.eval_shots[0], self.eval_query_shots()
 
     @abc.abstractmethod
     def eval_query_shots(self) -> int:

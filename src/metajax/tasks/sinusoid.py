@@ -191,6 +191,9 @@ class SinusoidConfig(TaskFamily):
             ),
         )
 
+    def validation_sizes(self) -> tuple[int, int]:
+        return self.shots, self.query_shots
+
     def eval_query_shots(self) -> int:
         return 100  # drawn over the whole x range: a steadier estimate of the error than K
 

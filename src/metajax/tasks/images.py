@@ -1,0 +1,365 @@
+"""Few-shot image classification: N-way K-shot tasks from a one-folder-per-class image set.
+
+Two families share this module. ``images`` takes any image set with one folder of images per
+class (see :mod:`metajax.image_data`); ``omniglot`` is the same with Omniglot's settings and
+the MAML paper's presets. The classes are split into training, validation and test classes
+(or whole groups, such as Omniglot's alphabets); the split is written to the run's
+``data.json``. The model is the MAML paper's Conv4 (:func:`metajax.models.conv4`), the loss
+the cross-entropy, and accuracy the primary metric.
+"""
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import jax
+import numpy as np
+from jax import Array
+
+from metajax import options, registry
+from metajax.algorithms.maml import MAML
+from metajax.config import RunConfig, TrainSettings
+from metajax.image_data import DataError, ImageSet, load_image_set
+from metajax.models import Conv4, conv4, cross_entropy
+from metajax.tasks.class_sampler import (
+    ClassificationSampler,
+    ClassPool,
+    class_pool,
+    sample_classification_tasks,
+)
+from metajax.tasks.family import Metric, TaskFamily
+from metajax.tasks.task import Task
+
+if TYPE_CHECKING:
+    from metajax.runs import LoadedRun
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DataSplits:
+    """The classes of each split, and what the run's ``data.json`` records of them."""
+
+    train: ImageSet
+    validation: ImageSet
+    test: ImageSet
+    dropped_groups: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        splits = {name: getattr(self, name) for name in SPLITS}
+        return {
+            **{f"{name}_classes": list(s.classes) for name, s in splits.items()},
+            **{f"{name}_images": len(s.labels) for name, s in splits.items()},
+            "test_groups_dropped": list(self.dropped_groups),
+        }
+
+
+@registry.register_family
+@dataclasses.dataclass(frozen=True)
+class ImageClassification(TaskFamily):
+    """Few-shot classification of the images in one folder per class.
+
+    The classes (or, with ``split="groups"``, the groups: the folders above the class folders)
+    are sorted by name; the last ``test_count`` of them are the test split, the
+    ``validation_count`` before them the validation split and the rest the training split.
+    With ``test_data``, the test split is instead every class of that second image set whose
+    group is not in ``data`` (held-out alphabets, say).
+    """
+
+    name: ClassVar[str] = "images"
+    description: ClassVar[str] = (
+        "Few-shot classification of your own images: DATA is a folder or zip with one folder "
+        "of images per class. Each task draws N classes and K support and Q query images of "
+        "each; the model, the MAML paper's Conv4, adapts on the support images and is scored "
+        "by its accuracy on the query images. Classes are split into training, validation and "
+        "test classes, recorded in the run's data.json."
+    )
+    metrics: ClassVar[dict[str, Metric]] = {
+        "loss": Metric("cross-entropy"),
+        "accuracy": Metric("accuracy", higher_is_better=True),
+    }
+    primary_metric: ClassVar[str | None] = "accuracy"
+    eval_shots: ClassVar[tuple[int, ...]] = (1, 5)
+    steps_per_draw: ClassVar[int | None] = 1
+    eval_batch_size: ClassVar[int | None] = 25
+
+    data: str | None = options.text(
+        None,
+        "folder or zip of images, one folder per class",
+        metavar="PATH",
+        optional=True,
+        default_text="none: required",
+    )
+    test_data: str | None = options.text(
+        None,
+        "a second image set for the test split: its classes whose group is not in --data",
+        metavar="PATH",
+        optional=True,
+        default_text="none: the test classes come from --data",
+    )
+    split: str = options.choice(
+        "classes", ("classes", "groups"), "split the data by class, or by group (alphabet)"
+    )
+    validation_count: int = options.integer(
+        20, "classes (or groups) held out for validation", minimum=0
+    )
+    test_count: int = options.integer(
+        40, "classes (or groups) held out for testing, without --test-data", minimum=0
+    )
+    image_size: int = options.integer(28, "side of the square images are resized to, in pixels")
+    channels: int = options.choice(1, (1, 3), "1 for grey images, 3 for RGB")
+    invert: bool = options.flag(False, "invert the images (dark strokes on white become bright)")
+    rotations: bool = options.flag(
+        False, "add each training class rotated by 90, 180 and 270 degrees as new classes"
+    )
+    ways: int = options.integer(5, "classes per task, the N of N-way")
+    shots: int = options.integer(1, "support images per class, the K of K-shot", metavar="K")
+    query_shots: int = options.integer(1, "query images per class in training", metavar="Q")
+    filters: int = options.integer(64, "filters of each convolution of the Conv4")
+    pooling: str = options.choice(
+        "stride", ("stride", "max"), "stride-2 convolutions, or 2x2 max-pooling after each block"
+    )
+    conv: str = options.choice(
+        "auto",
+        ("auto", "slices", "lax"),
+        "how convolutions are computed: slices (fastest on CPU), lax (lax.conv), auto",
+    )
+
+    @classmethod
+    def presets(cls) -> dict[str, RunConfig]:
+        return {
+            "default": RunConfig(
+                task=cls(),
+                algorithm=MAML(inner_lr=0.4, inner_steps=1),
+                training=_training(meta_steps=10000, meta_batch_size=8),
+                preset="default",
+            )
+        }
+
+    def prepare(self) -> dict[str, Any]:
+        splits = self.splits()
+        for name in SPLITS:
+            image_set = getattr(splits, name)
+            if name == "train" or image_set.classes:  # no validation or test split is allowed
+                self._check_split(name, image_set, self.shots + self.query_shots)
+        return splits.record()
+
+    def splits(self) -> DataSplits:
+        """The image set's classes by split (loaded once per process, then cached)."""
+        if self.data is None:
+            raise DataError(
+                f"the {self.name} family needs its images: give --data PATH (data='PATH' in "
+                "Python), a folder or zip with one folder of images per class"
+            )
+        return _splits(self)
+
+    def pool(self, split: str) -> ClassPool:
+        """The images of a split (``train``, ``validation`` or ``test``) on the device."""
+        return _pool(self, split)
+
+    def _check_split(self, name: str, image_set: ImageSet, needed: int) -> None:
+        count = len(image_set.classes) * (4 if name == "train" and self.rotations else 1)
+        if count < self.ways:
+            where = "" if name == "train" else f" (set with --{name}-count)"
+            raise DataError(
+                f"the {name} split has {count} classes{where}, fewer than the {self.ways} of a "
+                f"{self.ways}-way task; lower --ways or give more classes"
+            )
+        sizes = image_set.class_sizes()
+        if len(sizes) and sizes.min() < needed:
+            small = int(np.argmin(sizes))
+            raise DataError(
+                f"class '{image_set.classes[small]}' has {sizes[small]} images, fewer than the "
+                f"{needed} a task takes from each class (shots + query shots); lower --shots or "
+                "--query-shots, or remove the class"
+            )
+
+    def build_model(self, key: Array) -> Conv4:
+        return conv4(
+            key,
+            self.ways,
+            image_size=self.image_size,
+            channels=self.channels,
+            filters=self.filters,
+            pooling=self.pooling,  # type: ignore[arg-type]
+            conv=self.conv,  # type: ignore[arg-type]
+        )
+
+    def loss(self, model: Any, batch: Any) -> tuple[Array, dict[str, Array]]:
+        images, labels = batch
+        loss, accuracy = cross_entropy(model(images), labels)
+        return loss, {"accuracy": accuracy}
+
+    def task_sampler(self, num_tasks: int) -> ClassificationSampler:
+        return ClassificationSampler(
+            self.pool("train"), num_tasks, self.ways, self.shots, self.query_shots
+        )
+
+    def sample_tasks(self, key: Array, num_tasks: int) -> Task:
+        return self.task_sampler(num_tasks)(key)
+
+    def eval_tasks(self, key: Array, num_tasks: int, shots: int, query_shots: int) -> Task:
+        return self._held_out("test", key, num_tasks, shots, query_shots)
+
+    def validation_tasks(self, key: Array, num_tasks: int, shots: int, query_shots: int) -> Task:
+        return self._held_out("validation", key, num_tasks, shots, query_shots)
+
+    def _held_out(
+        self, split: str, key: Array, num_tasks: int, shots: int, query_shots: int
+    ) -> Task:
+        self._check_split(split, getattr(self.splits(), split), shots + query_shots)
+        pool = self.pool(split)
+        return sample_classification_tasks(key, pool, num_tasks, self.ways, shots, query_shots)
+
+    def validation_sizes(self) -> tuple[int, int]:
+        return self.shots, self.query_shots  # what prepare() checked the classes against
+
+    def eval_query_shots(self) -> int:
+        return 15  # with K <= 5, every image of a 20-image Omniglot class is used
+
+    def task_distribution(self) -> Any:
+        fields = ("data", "test_data", "split", "validation_count", "test_count", "ways")
+        return (*(getattr(self, name) for name in fields), self.image_set_settings())
+
+    def image_set_settings(self) -> tuple[int, int, bool]:
+        """``(image_size, channels, invert)``: how images are decoded."""
+        return self.image_size, self.channels, self.invert
+
+    def describe(self) -> str:
+        return f"{self.ways}-way {self.shots}-shot"
+
+    def plot_example(self, path: Path, run: "LoadedRun", adapt_steps: int, key: Array) -> None:
+        from metajax import plots
+
+        task = jax.tree.map(lambda leaf: leaf[0], self.eval_tasks(key, 1, self.shots, 1))
+        adapted = run.adapt(task.support, adapt_steps)
+        probabilities = np.asarray(jax.nn.softmax(run.model(adapted)(task.query[0]), axis=-1))
+        plots.plot_classification_example(
+            path,
+            support=(np.asarray(task.support[0]), np.asarray(task.support[1])),
+            query=(np.asarray(task.query[0]), np.asarray(task.query[1])),
+            probabilities=probabilities,
+            title=(
+                f"A held-out {self.describe()} task after {run.config.algorithm.adaptation_text()}"
+            ),
+        )
+
+
+def _training(**changes: Any) -> TrainSettings:
+    settings = {
+        "meta_lr": 1e-3,
+        "steps_per_call": 100,
+        "log_every": 100,
+        "checkpoint_every": 500,
+        "validation_tasks": 100,
+    }
+    return TrainSettings(**{**settings, **changes})
+
+
+@functools.lru_cache(maxsize=4)
+def _image_set(path: str, image_size: int, channels: int, invert: bool) -> ImageSet:
+    return load_image_set(path, image_size=image_size, channels=channels, invert=invert)
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(family: ImageClassification) -> DataSplits:
+    assert family.data is not None
+    image_set = _image_set(family.data, *family.image_set_settings())
+    units = image_set.classes if family.split == "classes" else image_set.groups
+    names = sorted(set(units))
+    held_out = family.validation_count + (0 if family.test_data else family.test_count)
+    if held_out >= len(names):
+        raise DataError(
+            f"'{family.data}' has {len(names)} {family.split}, too few to hold out "
+            f"{held_out} for validation and testing and train on the rest; lower "
+            "--validation-count or --test-count"
+        )
+    train_end = len(names) - held_out
+    validation_end = train_end + family.validation_count
+
+    def classes_of(chosen: list[str]) -> list[int]:
+        wanted = set(chosen)
+        return [i for i, unit in enumerate(units) if unit in wanted]
+
+    train = image_set.subset(classes_of(names[:train_end]))
+    validation = image_set.subset(classes_of(names[train_end:validation_end]))
+    dropped: list[str] = []
+    if family.test_data is None:
+        test = image_set.subset(classes_of(names[validation_end:]))
+    else:
+        second = _image_set(family.test_data, *family.image_set_settings())
+        seen = set(image_set.groups)
+        dropped = sorted(set(second.groups) & seen)
+        test = second.subset([i for i, g in enumerate(second.groups) if g not in seen])
+    return DataSplits(train, validation, test, tuple(dropped))
+
+
+@functools.lru_cache(maxsize=8)
+def _pool(family: ImageClassification, split: str) -> ClassPool:
+    rotations = split == "train" and family.rotations
+    # Concrete arrays even when first asked for inside a trace: the pool is cached.
+    with jax.ensure_compile_time_eval():
+        return class_pool(getattr(family.splits(), split), rotations=rotations)
+
+
+@registry.register_family
+@dataclasses.dataclass(frozen=True)
+class Omniglot(ImageClassification):
+    """Omniglot (Lake et al., 2015): 1623 handwritten characters of 50 alphabets, 20 images
+    each; the MAML paper's settings and presets."""
+
+    name: ClassVar[str] = "omniglot"
+    description: ClassVar[str] = (
+        "Few-shot classification of Omniglot's handwritten characters (a class is a character, "
+        "its group the alphabet), with the MAML paper's settings: 28x28 grey images, rotations "
+        "as new training classes, Conv4 with stride-2 convolutions. DATA is a folder with "
+        "images_background and images_evaluation (metajax data omniglot DIR fetches them), "
+        "or any folder or zip of alphabet/character/*.png. Presets: paper-5way and paper-20way "
+        "(the MAML paper: 1200 training characters, 423 test characters), and small-5way and "
+        "small-20way, which train in minutes on a CPU (on a small subset; test on --test-data)."
+    )
+
+    validation_count: int = options.integer(
+        100, "classes (or groups) held out for validation", minimum=0
+    )
+    test_count: int = options.integer(
+        423, "classes (or groups) held out for testing, without --test-data", minimum=0
+    )
+    invert: bool = options.flag(True, "invert the images (dark strokes on white become bright)")
+    rotations: bool = options.flag(
+        True, "add each training class rotated by 90, 180 and 270 degrees as new classes"
+    )
+
+    @classmethod
+    def presets(cls) -> dict[str, RunConfig]:
+        small: dict[str, Any] = {"validation_count": 20, "test_count": 0}
+        return {
+            # The MAML paper's Omniglot settings (Finn et al., 2017, section 5.2 and appendix A):
+            # 1 inner step of 0.4 in training and 3 at test, meta-batch 32 for 5-way; 5 steps
+            # of 0.1 and meta-batch 16 for 20-way; 60000 meta-steps of Adam at 1e-3.
+            "paper-5way": RunConfig(
+                task=cls(ways=5),
+                algorithm=MAML(inner_lr=0.4, inner_steps=1),
+                training=_training(meta_steps=60000, meta_batch_size=32),
+                preset="paper-5way",
+            ),
+            "paper-20way": RunConfig(
+                task=cls(ways=20),
+                algorithm=MAML(inner_lr=0.1, inner_steps=5),
+                training=_training(meta_steps=60000, meta_batch_size=16),
+                preset="paper-20way",
+            ),
+            "small-5way": RunConfig(
+                task=cls(ways=5, **small),
+                algorithm=MAML(inner_lr=0.4, inner_steps=1),
+                training=_training(meta_steps=4000, meta_batch_size=16),
+                preset="small-5way",
+            ),
+            "small-20way": RunConfig(
+                task=cls(ways=20, **small),
+                algorithm=MAML(inner_lr=0.1, inner_steps=3),
+                training=_training(meta_steps=4000, meta_batch_size=8),
+                preset="small-20way",
+            ),
+        }

@@ -1,0 +1,251 @@
+"""The image families: splits, their checks, runs, resuming, validation and ``metajax adapt``."""
+
+import csv
+import json
+import re
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from images import OMNIGLOT, alphabets, class_image, write_image_folders
+from PIL import Image
+
+import metajax
+from metajax import DataError, ImageClassification, checkpoints, metrics, predict, runs
+
+
+def family(data, **changes):
+    settings = {"validation_count": 3, "test_count": 3, "image_size": 16, "filters": 8, "ways": 3}
+    return ImageClassification(data=str(data), **{**settings, **changes})
+
+
+def small_config(data, **changes):
+    config = metajax.presets("images")["default"].replace(
+        data=str(data),
+        validation_count=3,
+        test_count=3,
+        image_size=16,
+        filters=8,
+        ways=3,
+        meta_batch_size=2,
+        meta_steps=30,
+        steps_per_call=10,
+        checkpoint_every=10,
+        log_every=3,
+        validation_tasks=4,
+    )
+    return config.replace(**changes)
+
+
+def test_splits_by_class_and_by_group(tmp_path):
+    root = alphabets(tmp_path / "set", groups=3, characters=4)
+    splits = family(root).splits()
+    assert splits.test.classes == ("alphabet2/character01", "alphabet2/character02",
+                                   "alphabet2/character03")  # fmt: skip
+    assert splits.validation.classes == ("alphabet1/character02", "alphabet1/character03",
+                                         "alphabet2/character00")  # fmt: skip
+    assert len(splits.train.classes) == 6 and splits.train.classes[0] == "alphabet0/character00"
+    by_group = family(root, split="groups", validation_count=1, test_count=1).splits()
+    assert {by_group.train.groups, by_group.validation.groups, by_group.test.groups} == {
+        ("alphabet0",) * 4,
+        ("alphabet1",) * 4,
+        ("alphabet2",) * 4,
+    }
+    assert by_group.test.groups == ("alphabet2",) * 4
+    record = family(root).prepare()
+    assert record["test_classes"] == list(splits.test.classes)
+    assert record["train_images"] == 36 and record["test_groups_dropped"] == []
+
+
+def test_test_data_holds_out_the_groups_training_never_saw(tmp_path):
+    train = alphabets(tmp_path / "train", groups=2, characters=4)
+    test = write_image_folders(
+        tmp_path / "test",
+        {f"{g}/character{c:02d}": 6 for g in ("alphabet1", "new") for c in range(3)},
+    )
+    splits = family(train, test_data=str(test), test_count=0).splits()
+    assert splits.test.classes == ("new/character00", "new/character01", "new/character02")
+    assert splits.dropped_groups == ("alphabet1",)
+    assert len(splits.train.classes) == 5 and len(splits.validation.classes) == 3
+
+
+def test_data_that_cannot_make_the_tasks_is_refused_with_the_reason(tmp_path):
+    root = alphabets(tmp_path / "set", groups=3, characters=4)
+    message = (
+        "the validation split has 3 classes (set with --validation-count), fewer than the 4 of a "
+        "4-way task; lower --ways or give more classes"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        family(root, ways=4).prepare()
+    with pytest.raises(
+        DataError, match=re.escape("the train split has 4 classes, fewer than the 7")
+    ):
+        family(root, ways=7, validation_count=0, test_count=8).prepare()
+    # Rotations make four classes of each training class.
+    family(root, ways=7, validation_count=0, test_count=8, rotations=True).prepare()
+    few = write_image_folders(tmp_path / "few", {"a": 6, "b": 2, "c": 6, "d": 6})
+    message = (
+        "class 'b' has 2 images, fewer than the 3 a task takes from each class (shots + query "
+        "shots); lower --shots or --query-shots, or remove the class"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        family(few, ways=2, shots=2, validation_count=0, test_count=0).prepare()
+    with pytest.raises(DataError, match=re.escape(f"'{root}' has 12 classes, too few to hold out")):
+        family(root, validation_count=6, test_count=6).prepare()
+    with pytest.raises(DataError, match=re.escape("the images family needs its images: give --")):
+        ImageClassification().prepare()
+
+
+def test_evaluation_with_more_shots_than_a_class_holds_is_refused(tmp_path):
+    root = alphabets(tmp_path / "set", groups=3, characters=4, images=6)
+    config = family(root, ways=3)
+    with pytest.raises(DataError, match=re.escape("has 6 images, fewer than the 20")):
+        config.eval_tasks(jax.random.key(0), 2, 5, 15)
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    root = alphabets(tmp_path_factory.mktemp("data") / "set", groups=3, characters=4)
+    config = small_config(root)
+    out = tmp_path_factory.mktemp("run") / "images"
+    metajax.train(config, out, progress=False)
+    return config, out
+
+
+def test_a_run_records_its_data_and_scores_validation_tasks(image_run):
+    config, out = image_run
+    data = json.loads((out / "data.json").read_text())
+    assert data == config.task.prepare()
+    validation = metrics.read(out / "metrics.jsonl", ("step",), validation=True)
+    assert [r["step"] for r in validation] == [10, 20, 30]
+    assert all(0 <= r["validation_accuracy"] <= 1 and r["validation_loss"] > 0 for r in validation)
+    # The scores are the mean over the validation tasks after the training's inner step.
+    run = metajax.load(out)
+    tasks = config.task.validation_tasks(
+        metajax.config.stream_key(0, metajax.config.VALIDATION_STREAM), 4, 1, 1
+    )
+    accuracies = []
+    for i in range(4):
+        task = jax.tree.map(lambda x, i=i: x[i], tasks)
+        accuracies.append(run.loss_fn(run.adapt(task.support), task.query)[1]["accuracy"])
+    np.testing.assert_allclose(
+        validation[-1]["validation_accuracy"], np.mean(accuracies), rtol=1e-6
+    )
+    training = metrics.read(out / "metrics.jsonl", ("step", "meta_loss", "accuracy"))
+    assert [r["step"] for r in training] == list(range(3, 31, 3))
+
+
+def test_a_resumed_image_run_is_the_same_bit_for_bit(image_run, tmp_path):
+    _, out = image_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    # As if killed after the checkpoint at 20 (not a multiple of log_every, 3).
+    for name in ("summary.json", "params.eqx"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "checkpoints" / "step_000000030")
+    assert checkpoints.latest(copy / "checkpoints").step == 20
+    runs.resume(copy, progress=False, plots=False)
+    assert (copy / "params.eqx").read_bytes() == (out / "params.eqx").read_bytes()
+    assert (copy / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
+
+
+def test_resuming_on_other_data_is_refused(image_run, tmp_path):
+    _, out = image_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "summary.json").unlink()
+    data = json.loads((copy / "data.json").read_text())
+    data["train_images"] += 1
+    (copy / "data.json").write_text(json.dumps(data))
+    with pytest.raises(metajax.RunDirError, match="the data differs from what"):
+        runs.resume(copy, progress=False, plots=False)
+
+
+def write_task(root, labels, images_per_class, query_per_class, size=40):
+    """A support folder of one folder per class and a query folder, as JPEGs of another size
+    (bars at places no training class had)."""
+    for name, label in labels.items():
+        folder = root / "support" / name
+        folder.mkdir(parents=True)
+        for i in range(images_per_class):
+            Image.fromarray(class_image(label, i, size)).save(folder / f"{i}.jpg")
+    (root / "query").mkdir()
+    for name, label in labels.items():
+        for i in range(query_per_class):
+            image = Image.fromarray(class_image(label, i + 1, size)).convert("RGB")
+            image.save(root / "query" / f"{name}_{i}.png")
+
+
+def test_metajax_adapt_classifies_new_images_end_to_end(image_run, tmp_path, run_metajax):
+    _, out = image_run
+    write_task(tmp_path, {"left": 30, "middle": 31, "right": 32}, 3, 2)
+    result = run_metajax(
+        "adapt", str(out), "--support", str(tmp_path / "support"),
+        "--query", str(tmp_path / "query"), "--out", str(tmp_path / "p.csv"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [row["image"] for row in rows] == [
+        f"{n}_{i}.png" for n in ("left", "middle", "right") for i in range(2)
+    ]
+    for row in rows:
+        probabilities = [float(row[c]) for c in ("left", "middle", "right")]
+        np.testing.assert_allclose(sum(probabilities), 1, atol=1e-5)
+        assert row["label"] == max(("left", "middle", "right"), key=lambda c: float(row[c]))
+        assert float(row["probability"]) == max(probabilities)
+        printed = [row["image"], row["label"], f"{float(row['probability']):.3f}"]
+        assert printed in [line.split() for line in result.stdout.splitlines()]
+    # The Python API gives the same predictions, and JSON the same values.
+    found = predict.adapt_and_predict(out, tmp_path / "support", tmp_path / "query")
+    assert [p.label for p in found] == [row["label"] for row in rows]
+    predict.write_predictions(tmp_path / "p.json", found)
+    written = json.loads((tmp_path / "p.json").read_text())
+    assert [w["probability"] for w in written] == pytest.approx(
+        [float(row["probability"]) for row in rows], abs=1e-6
+    )
+
+
+def test_metajax_adapt_refuses_a_support_set_of_another_size(image_run, tmp_path, run_metajax):
+    _, out = image_run
+    write_task(tmp_path, {"a": 30, "b": 31}, 2, 1)
+    support, query = str(tmp_path / "support"), str(tmp_path / "query")
+    result = run_metajax("adapt", str(out), "--support", support, "--query", query)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"metajax: error: the support set '{tmp_path / 'support'}' has 2 class folders (a, b), "
+        "but the run was trained for 3-way tasks: give 3 folders of images, one per class\n"
+    )
+    result = run_metajax(
+        "adapt", str(out), "--support", support, "--query", query, "--out", "a.txt"
+    )
+    assert result.returncode == 2
+    assert "argument --out: must end in .csv or .json, got 'a.txt'" in result.stderr
+
+
+def test_the_cli_names_bad_data(tmp_path, run_metajax):
+    root = write_image_folders(tmp_path / "set", {"a": 4, "b": 4, "c": 4})
+    (root / "b" / "002.png").write_bytes(b"broken")
+    result = run_metajax("train", "images", "--data", str(root), "--out", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"metajax: error: cannot read image '{root}/b/002.png'")
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+@pytest.mark.skipif(
+    not OMNIGLOT.is_dir(), reason="the Omniglot subsets are not next to this checkout"
+)
+def test_a_short_run_on_real_omniglot_is_well_above_chance(tmp_path):
+    config = metajax.presets("omniglot")["small-5way"].replace(
+        data=str(OMNIGLOT / "images_background_small1.zip"),
+        test_data=str(OMNIGLOT / "images_background_small2.zip"),
+        meta_steps=300,
+        checkpoint_every=300,
+        validation_tasks=0,
+    )
+    metajax.train(config, tmp_path / "run", progress=False, plots=False)
+    settings = metajax.EvalSettings(num_tasks=100, shots=(1,), adapt_steps=1)
+    report = metajax.evaluate(tmp_path / "run", settings, plots=False)
+    (result,) = report["results"]
+    assert result["accuracy_mean"][0] == pytest.approx(0.2, abs=0.05)  # chance, before adapting
+    assert result["accuracy_mean"][1] > 0.6  # 5-way: chance is 0.2
