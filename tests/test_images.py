@@ -240,6 +240,7 @@ def test_a_short_run_on_real_omniglot_is_well_above_chance(tmp_path):
         data=str(OMNIGLOT / "images_background_small1.zip"),
         test_data=str(OMNIGLOT / "images_background_small2.zip"),
         meta_steps=300,
+        meta_batch_size=8,
         checkpoint_every=300,
         validation_tasks=0,
     )
@@ -249,3 +250,22 @@ def test_a_short_run_on_real_omniglot_is_well_above_chance(tmp_path):
     (result,) = report["results"]
     assert result["accuracy_mean"][0] == pytest.approx(0.2, abs=0.05)  # chance, before adapting
     assert result["accuracy_mean"][1] > 0.6  # 5-way: chance is 0.2
+
+
+def test_metajax_data_uses_folders_already_in_place(tmp_path, run_metajax):
+    for folder in ("images_background", "images_evaluation"):
+        alphabets(tmp_path / "omniglot" / folder, groups=1, characters=1, images=1)
+    result = run_metajax("data", "omniglot", str(tmp_path / "omniglot"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"metajax: {tmp_path}/omniglot/images_background, {tmp_path}/omniglot/images_evaluation "
+        "ready",
+        f"metajax: train with: metajax train omniglot --data {tmp_path}/omniglot",
+    ]
+    (tmp_path / "file").write_text("")
+    result = run_metajax("data", "omniglot", str(tmp_path / "file"))
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"metajax: error: '{tmp_path}/file' is a file; choose a directory to put the data in\n"
+    )

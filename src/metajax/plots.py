@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _save(figure: Figure, path: Path) -> None:
@@ -106,6 +107,7 @@ def plot_curves_with_bands(
     xlabel: str,
     ylabel: str,
     ymax: float | None = None,
+    log_scale: bool = True,
 ) -> None:
     """Curves over steps 0, 1, 2, ... with shaded confidence bands.
 
@@ -116,6 +118,8 @@ def plot_curves_with_bands(
         ``dashed``.
       title, xlabel, ylabel: the figure's texts.
       ymax: the top of the y axis, if given; what lies above is cut off.
+      log_scale: a logarithmic y axis where every mean is positive (for errors; not for
+        accuracies, whose differences near 1 matter).
     """
     figure = Figure(figsize=(7.5, 4.8))
     axes = figure.add_subplot()
@@ -136,10 +140,11 @@ def plot_curves_with_bands(
         )
         axes.fill_between(steps, mean - ci95, mean + ci95, color=color, alpha=0.15, linewidth=0)
         positive = positive and bool(np.all(mean[np.isfinite(mean)] > 0))
-    if positive:
+    if positive and log_scale:
         axes.set_yscale("log")
     if ymax is not None:
         axes.set_ylim(top=ymax)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize="medium")
@@ -169,7 +174,7 @@ def plot_classification_example(
     ways = probabilities.shape[1]
     shots = max(int(np.sum(labels == c)) for c in range(ways))
     columns = shots + 1
-    figure = Figure(figsize=(1.3 * columns + 0.6, 1.3 * ways + 0.8))
+    figure = Figure(figsize=(max(1.3 * columns + 0.6, 4.0), 1.3 * ways + 1.0))
     grid = figure.add_gridspec(ways, columns)
     for c in range(ways):
         for column, image in enumerate(images[labels == c]):

@@ -48,6 +48,7 @@ def plot(path: Path, report: dict[str, Any], family: TaskFamily, settings: "Eval
         ylabel=f"{metric.label} on the {queries}",
         # Adaptation that diverges on a few tasks must not squash the other curves.
         ymax=None if metric.higher_is_better else 2 * max(c["mean"][0] for c in curves),
+        log_scale=not metric.higher_is_better,
     )
 
 

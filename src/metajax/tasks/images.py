@@ -241,7 +241,8 @@ class ImageClassification(TaskFamily):
             query=(np.asarray(task.query[0]), np.asarray(task.query[1])),
             probabilities=probabilities,
             title=(
-                f"A held-out {self.describe()} task after {run.config.algorithm.adaptation_text()}"
+                f"A held-out {self.describe()} task,\nafter {adapt_steps} adaptation "
+                f"step{'s' * (adapt_steps != 1)} ({run.config.algorithm.adaptation_text()})"
             ),
         )
 
