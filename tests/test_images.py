@@ -74,7 +74,7 @@ def test_data_that_cannot_make_the_tasks_is_refused_with_the_reason(tmp_path):
     root = alphabets(tmp_path / "set", groups=3, characters=4)
     message = (
         "the validation split has 3 classes (set with --validation-count), fewer than the 4 of a "
-        "4-way task; lower --ways or give more classes"
+        "4-way task; lower --ways or give more classes; or --validation-tasks 0 to score none"
     )
     with pytest.raises(DataError, match=re.escape(message)):
         family(root, ways=4).prepare()
@@ -95,6 +95,21 @@ def test_data_that_cannot_make_the_tasks_is_refused_with_the_reason(tmp_path):
         family(root, validation_count=6, test_count=6).prepare()
     with pytest.raises(DataError, match=re.escape("the images family needs its images: give --")):
         ImageClassification().prepare()
+
+
+def test_validation_tasks_without_validation_classes_are_refused_before_writing(tmp_path):
+    root = alphabets(tmp_path / "set", groups=3, characters=4)
+    config = small_config(root, validation_count=0)
+    out = tmp_path / "run"
+    message = (
+        "the validation split has 0 classes (set with --validation-count), fewer than the 3 of a "
+        "3-way task; lower --ways or give more classes; or --validation-tasks 0 to score none"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        metajax.train(config, out, progress=False)
+    assert not out.exists()
+    metajax.train(config.replace(validation_tasks=0, meta_steps=2), out, progress=False)
+    assert metrics.read(out / "metrics.jsonl", ("step",), validation=True) == []
 
 
 def test_evaluation_with_more_shots_than_a_class_holds_is_refused(tmp_path):
@@ -269,3 +284,31 @@ def test_metajax_data_uses_folders_already_in_place(tmp_path, run_metajax):
         result.stderr
         == f"metajax: error: '{tmp_path}/file' is a file; choose a directory to put the data in\n"
     )
+
+
+def test_the_paper_presets_split_full_omniglot_as_the_maml_paper(tmp_path):
+    # Omniglot's shape: 964 characters of 30 alphabets in images_background, 659 of 20 in
+    # images_evaluation (two tiny images each here, where the real ones have 20).
+    root = tmp_path / "omniglot"
+    for folder, groups, characters in (
+        ("images_background", 30, 964),
+        ("images_evaluation", 20, 659),
+    ):
+        for c in range(characters):
+            path = root / folder / f"alphabet{c % groups:02d}" / f"character{c:03d}"
+            path.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(class_image(c, i, 12)).save(path / f"{i}.png")
+    for name in ("paper-5way", "paper-20way"):
+        config = metajax.presets("omniglot")[name].replace(data=str(root))
+        splits = config.task.splits()
+        assert [len(getattr(splits, s).classes) for s in ("train", "validation", "test")] == [
+            1100,
+            100,
+            423,
+        ]
+        # The first 1200 characters (all of images_background, then evaluation's) train and
+        # validate; the other 423 test; rotations make 4400 training classes.
+        assert all(c.startswith("images_evaluation/") for c in splits.test.classes)
+        assert config.task.pool("train").num_classes == 4400
+        assert config.task.pool("test").num_classes == 423

@@ -32,6 +32,8 @@ from metajax.harness import evaluate as evaluate
 from metajax.image_data import DataError as DataError
 from metajax.image_data import ImageSet as ImageSet
 from metajax.image_data import load_image_set as load_image_set
+from metajax.loaded_run import LoadedRun as LoadedRun
+from metajax.loaded_run import load as load
 from metajax.memory import OutOfMemoryError as OutOfMemoryError
 from metajax.metrics import MetricsSink as MetricsSink
 from metajax.models import MLP as MLP
@@ -44,8 +46,6 @@ from metajax.models import mse_loss as mse_loss
 from metajax.registry import register_algorithm as register_algorithm
 from metajax.registry import register_family as register_family
 from metajax.run_dir import RunDirError as RunDirError
-from metajax.runs import LoadedRun as LoadedRun
-from metajax.runs import load as load
 from metajax.runs import plot as plot
 from metajax.runs import resume as resume
 from metajax.runs import train as train

@@ -25,8 +25,8 @@ from metajax.algorithms.algorithm import Algorithm
 from metajax.algorithms.meta_learner import Params
 from metajax.config import TEST_STREAM, VALIDATION_STREAM, stream_key
 from metajax.evaluation import adaptation_curve, summarise
+from metajax.loaded_run import LoadedRun, family_loss, load
 from metajax.options import Options, declared
-from metajax.runs import LoadedRun, family_loss, load
 from metajax.tasks.family import TaskFamily
 from metajax.tasks.task import Task
 

@@ -2,10 +2,9 @@
 
 A task family's config, an algorithm's hyper-parameters, the training settings and the
 evaluation settings are frozen dataclasses derived from :class:`Options`, whose fields are
-declared with :func:`integer`, :func:`number`, :func:`flag`, :func:`number_range`,
-:func:`sizes`, :func:`count_or_word`, :func:`text` or :func:`choice`. The declaration is the
-only place a setting is written: the dataclass checks every field when it is constructed (an
-:class:`~metajax.OptionError` names the field), :meth:`Options.to_json` and
+declared with this module's functions (:func:`integer`, :func:`choice` and the others). The
+declaration is the only place a setting is written: the dataclass checks every field when it
+is constructed (an :class:`~metajax.OptionError` names the field), :meth:`Options.to_json` and
 :meth:`Options.from_json` give the config file, and :func:`add_flag` gives the ``metajax``
 command its flag (``inner_lr`` becomes ``--inner-lr``), with the same help text.
 """

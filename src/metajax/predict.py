@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax import runs
+from metajax import loaded_run
 from metajax.image_data import DataError, load_folder_images
 from metajax.tasks.images import ImageClassification
 
@@ -65,7 +65,7 @@ def adapt_and_predict(
         classes is not the run's N.
       RunDirError: if ``run_dir`` is not a finished run.
     """
-    run = runs.load(Path(run_dir))
+    run = loaded_run.load(Path(run_dir))
     family = run.config.task
     if not isinstance(family, ImageClassification):
         raise DataError(
@@ -122,7 +122,7 @@ def _scaled(images: np.ndarray) -> jax.Array:
 
 
 def _classify(
-    run: runs.LoadedRun, support: Any, query: jax.Array, adapt_steps: int | None
+    run: loaded_run.LoadedRun, support: Any, query: jax.Array, adapt_steps: int | None
 ) -> jax.Array:
     adapted = run.adapt(support, adapt_steps)
     return jax.nn.softmax(run.model(adapted)(query), axis=-1)

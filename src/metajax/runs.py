@@ -4,7 +4,7 @@
 training goes (see :func:`metajax.training_run.run`), then ``params.eqx`` (the meta-parameters),
 the figures ``adaptation.png`` (the family's) and ``meta_loss.png``, and last ``summary.json``.
 :func:`resume` continues a stopped run bit for bit; :func:`load` gives a finished run back,
-ready to adapt to new tasks.
+ready to adapt to new tasks (it is :func:`metajax.loaded_run.load`).
 """
 
 import contextlib
@@ -26,25 +26,14 @@ from metajax.config import (
     TRAIN_STREAM,
     VALIDATION_STREAM,
     RunConfig,
-    load_config,
     stream_key,
 )
+from metajax.loaded_run import existing_run_dir, family_loss, load, run_config
 from metajax.memory import OutOfMemoryError
 from metajax.options import Integer, Options, Sizes, declared
 from metajax.stop_signals import StopSignals
-from metajax.tasks.family import TaskFamily
 from metajax.training import TaskSampler, TrainState, init_train_state
 from metajax.training_run import FINAL_LOSS_WINDOW
-
-
-def family_loss(family: TaskFamily, static: Any) -> LossFn:
-    """``loss_fn(params, batch) -> (loss, aux)``: the family's loss of the model that ``params``
-    and ``static`` (the non-array part of the model) make."""
-
-    def loss_fn(params: Params, batch: Any) -> Any:
-        return family.loss(eqx.combine(params, static), batch)
-
-    return loss_fn
 
 
 class Setup(NamedTuple):
@@ -137,6 +126,7 @@ def train(
     if tensorboard:
         metrics.tensorboard_writer()  # fail before anything is written
     data = config.task.prepare()
+    _check_validation(config)
     out = run_dir.prepare(out, overwrite=overwrite)
     values = config.to_dict()
     run_dir.write_json(out / run_dir.CONFIG, values)
@@ -188,6 +178,7 @@ def resume(
     if tensorboard:
         metrics.tensorboard_writer()
     _check_data(out, config.task.prepare())
+    _check_validation(config)
     # Checkpoints record the config as config.json holds it, in the format it was written in.
     values = run_dir.read_json(out / run_dir.CONFIG)
     return _train(config, values, out, True, progress, plots, tensorboard, sinks)
@@ -202,6 +193,15 @@ def _check_data(out: Path, data: dict[str, Any] | None) -> None:
             f"the data differs from what '{path}' records of the run's start (the classes of "
             "each split, or the number of images); resume with the data the run started with"
         )
+
+
+def _check_validation(config: RunConfig) -> None:
+    """Validation tasks that cannot be drawn fail here, before the run writes anything, rather
+    than at the first checkpoint (tracing the draw runs the family's checks)."""
+    if config.training.validation_tasks:
+        family = config.task
+        sizes = family.validation_sizes()
+        jax.eval_shape(lambda key: family.validation_tasks(key, 1, *sizes), jax.random.key(0))
 
 
 def finished(path: str | Path) -> bool:
@@ -309,81 +309,6 @@ def _tensorboard_sink(out: Path, config: RunConfig, resume: bool) -> metrics.Ten
         step = 0 if last is None else last.step
         resumed_through = step - step % config.training.log_every
     return metrics.TensorBoardMetrics(out / run_dir.TENSORBOARD, resumed_through)
-
-
-def existing_run_dir(path: str | Path) -> Path:
-    """``path``, if it is an existing directory."""
-    path = Path(path)
-    if not path.exists():
-        raise run_dir.RunDirError(f"run directory '{path}' does not exist")
-    if not path.is_dir():
-        raise run_dir.RunDirError(f"'{path}' is a file, not a run directory")
-    return path
-
-
-def run_config(path: Path) -> RunConfig:
-    """The config of the run in the directory ``path``."""
-    if not (path / run_dir.CONFIG).exists():
-        raise run_dir.RunDirError(
-            f"'{path / run_dir.CONFIG}' is missing; is '{path}' a metajax run?"
-        )
-    return load_config(path / run_dir.CONFIG)
-
-
-class LoadedRun(NamedTuple):
-    """A finished run, ready to adapt to new tasks.
-
-    ``run.adapt(support)`` adapts to one task's support set and returns the model parameters;
-    ``run.model(params)`` puts them into the model (an Equinox module for the built-in
-    families); ``run.loss_fn(params, batch)`` is the family's ``(loss, aux)``.
-
-    Attributes:
-      path: the run directory.
-      config: the run's config.
-      meta_params: the meta-trained meta-parameters, as ``params.eqx`` holds them.
-      static: the part of the model that is not parameters.
-      learner: the algorithm, built as in training.
-      loss_fn: ``loss_fn(params, batch) -> (loss, aux)``.
-    """
-
-    path: Path
-    config: RunConfig
-    meta_params: Params
-    static: Any
-    learner: MetaLearner
-    loss_fn: LossFn
-
-    @property
-    def params(self) -> Params:
-        """The model parameters that adaptation starts from."""
-        return self.learner.model_params(self.meta_params)
-
-    def model(self, params: Params | None = None) -> Any:
-        """The model with ``params`` (by default :attr:`params`, the unadapted ones)."""
-        return eqx.combine(self.params if params is None else params, self.static)
-
-    def adapt(self, support: Any, inner_steps: int | None = None) -> Params:
-        """The model parameters adapted to one task's ``support`` set."""
-        return self.learner.adapt(self.meta_params, support, inner_steps)
-
-
-def load(path: str | Path) -> LoadedRun:
-    """A finished run directory, with its learner and meta-parameters.
-
-    Raises:
-      RunDirError: if the directory, its config or its ``params.eqx`` is missing or damaged.
-    """
-    path = existing_run_dir(path)
-    config = run_config(path)
-    key = stream_key(config.training.seed, INIT_STREAM)
-    params_like, static = eqx.filter_eval_shape(
-        lambda key: eqx.partition(config.task.build_model(key), eqx.is_inexact_array), key
-    )
-    loss_fn = family_loss(config.task, static)
-    learner = config.algorithm.make(loss_fn, has_aux=True)
-    like = jax.eval_shape(learner.init, params_like)
-    meta_params = run_dir.load_params(path / run_dir.PARAMS, like)
-    return LoadedRun(path, config, meta_params, static, learner, loss_fn)
 
 
 @dataclasses.dataclass(frozen=True)

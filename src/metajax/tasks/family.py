@@ -13,7 +13,7 @@ from metajax.tasks.task import Task
 
 if TYPE_CHECKING:
     from metajax.config import RunConfig
-    from metajax.runs import LoadedRun
+    from metajax.loaded_run import LoadedRun
 
 
 class Metric(NamedTuple):

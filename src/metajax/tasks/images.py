@@ -32,7 +32,7 @@ from metajax.tasks.family import Metric, TaskFamily
 from metajax.tasks.task import Task
 
 if TYPE_CHECKING:
-    from metajax.runs import LoadedRun
+    from metajax.loaded_run import LoadedRun
 
 SPLITS = ("train", "validation", "test")
 
@@ -162,9 +162,11 @@ class ImageClassification(TaskFamily):
         count = len(image_set.classes) * (4 if name == "train" and self.rotations else 1)
         if count < self.ways:
             where = "" if name == "train" else f" (set with --{name}-count)"
+            # Validation tasks during training are optional; say how to do without them.
+            unless = "; or --validation-tasks 0 to score none" if name == "validation" else ""
             raise DataError(
                 f"the {name} split has {count} classes{where}, fewer than the {self.ways} of a "
-                f"{self.ways}-way task; lower --ways or give more classes"
+                f"{self.ways}-way task; lower --ways or give more classes{unless}"
             )
         sizes = image_set.class_sizes()
         if len(sizes) and sizes.min() < needed:
@@ -354,7 +356,7 @@ class Omniglot(ImageClassification):
             "small-5way": RunConfig(
                 task=cls(ways=5, **small),
                 algorithm=MAML(inner_lr=0.4, inner_steps=1),
-                training=_training(meta_steps=4000, meta_batch_size=16),
+                training=_training(meta_steps=15000, meta_batch_size=16),
                 preset="small-5way",
             ),
             "small-20way": RunConfig(

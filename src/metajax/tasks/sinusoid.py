@@ -28,7 +28,7 @@ from metajax.tasks.family import Metric, TaskFamily
 from metajax.tasks.task import Task
 
 if TYPE_CHECKING:
-    from metajax.runs import LoadedRun
+    from metajax.loaded_run import LoadedRun
 
 
 class Sinusoid(NamedTuple):
