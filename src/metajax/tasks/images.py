@@ -320,7 +320,8 @@ class Omniglot(ImageClassification):
         "images_background and images_evaluation (metajax data omniglot DIR fetches them), "
         "or any folder or zip of alphabet/character/*.png. Presets: paper-5way and paper-20way "
         "(the MAML paper: 1200 training characters, 423 test characters), and small-5way and "
-        "small-20way, which train in minutes on a CPU (on a small subset; test on --test-data)."
+        "small-20way, which train in under half an hour on 2 CPU cores (on a small subset; test "
+        "on --test-data)."
     )
 
     validation_count: int = options.integer(
@@ -359,10 +360,12 @@ class Omniglot(ImageClassification):
                 training=_training(meta_steps=15000, meta_batch_size=16),
                 preset="small-5way",
             ),
+            # On 116 training characters, 1 step of 0.4 beat the paper's 20-way setting
+            # (held-out alphabets: 68.6% against 61.8% after 5 steps of 0.1; see the README).
             "small-20way": RunConfig(
                 task=cls(ways=20, **small),
-                algorithm=MAML(inner_lr=0.1, inner_steps=3),
-                training=_training(meta_steps=4000, meta_batch_size=8),
+                algorithm=MAML(inner_lr=0.4, inner_steps=1),
+                training=_training(meta_steps=10000, meta_batch_size=8),
                 preset="small-20way",
             ),
         }
