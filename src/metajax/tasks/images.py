@@ -162,8 +162,9 @@ class ImageClassification(TaskFamily):
         count = len(image_set.classes) * (4 if name == "train" and self.rotations else 1)
         if count < self.ways:
             where = "" if name == "train" else f" (set with --{name}-count)"
-            # Validation tasks during training are optional; say how to do without them.
-            unless = "; or --validation-tasks 0 to score none" if name == "validation" else ""
+            # prepare() passes an empty validation split; only asking for validation tasks
+            # reaches this with none, and that request can be dropped.
+            unless = "; or --validation-tasks 0 to score none" if count == 0 else ""
             raise DataError(
                 f"the {name} split has {count} classes{where}, fewer than the {self.ways} of a "
                 f"{self.ways}-way task; lower --ways or give more classes{unless}"
