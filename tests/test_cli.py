@@ -387,9 +387,9 @@ def write_config(path, **changes):
             "['finn2017', 'tutorial'], got 'imagenet'",
         ),
         (
-            '{"family": "sinusoid", "algorithm": "reptile"}',
+            '{"family": "sinusoid", "algorithm": "leo"}',
             "metajax: error: '{path}' is not a usable config: `algorithm` must be one of "
-            f"{ALGORITHMS}, got 'reptile'",
+            f"{ALGORITHMS}, got 'leo'",
         ),
         (
             '{"config_format": true}',

@@ -1,8 +1,8 @@
 """metajax: gradient-based meta-learning in JAX.
 
-The library in layers: algorithms (:func:`maml`, :func:`pretrain`) are records of pure
-functions over any pytree model and loss; :func:`meta_train` is the fused outer loop; task
-families (:class:`SinusoidConfig`) and algorithms are registered by name, and a
+The library in layers: algorithms (:func:`maml`, :func:`reptile`, :func:`pretrain`) are
+records of pure functions over any pytree model and loss; :func:`meta_train` is the fused outer
+loop; task families (:class:`SinusoidConfig`) and algorithms are registered by name, and a
 :class:`RunConfig` of one of each plus :class:`TrainSettings` is a run, which :func:`train`,
 :func:`resume`, :func:`load`, :func:`plot` and :func:`evaluate` handle in a run directory.
 """
@@ -20,6 +20,8 @@ from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
 from metajax.algorithms.meta_learner import Params as Params
 from metajax.algorithms.pretrain import Pretrain as Pretrain
 from metajax.algorithms.pretrain import pretrain as pretrain
+from metajax.algorithms.reptile import Reptile as Reptile
+from metajax.algorithms.reptile import reptile as reptile
 from metajax.config import RunConfig as RunConfig
 from metajax.config import TrainSettings as TrainSettings
 from metajax.config import load_config as load_config
@@ -96,6 +98,7 @@ __all__ = [
     "OutOfMemoryError",
     "Params",
     "Pretrain",
+    "Reptile",
     "RunConfig",
     "RunDirError",
     "Sinusoid",
@@ -129,6 +132,7 @@ __all__ = [
     "pretrain",
     "register_algorithm",
     "register_family",
+    "reptile",
     "resume",
     "sample_classification_tasks",
     "train",

@@ -1,0 +1,98 @@
+"""Reptile: its update against the closed form, its one-step limit, and a run of it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metajax
+from metajax import OptionError, SinusoidDistribution, Task, maml, reptile
+
+
+def quadratic(theta, target):
+    return 0.5 * jnp.sum((theta - target) ** 2)
+
+
+def test_the_update_direction_is_theta_minus_phi_in_closed_form():
+    # k steps of size a on 0.5 |theta - t|^2 give phi = t + (1 - a)^k (theta - t).
+    with jax.enable_x64(True):
+        theta = jnp.array([0.5, -1.0, 2.0])
+        targets = jnp.array([[1.0, 0.0, 3.0], [-2.0, 4.0, 0.5], [0.3, 0.3, -0.7]])
+        queries = jnp.array([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0], [-1.0, 0.0, 5.0]])
+        tasks = Task(support=targets, query=queries)
+        for inner_lr, inner_steps in ((0.1, 1), (0.3, 4), (0.05, 25)):
+            shrink = (1 - inner_lr) ** inner_steps
+            phis = targets + shrink * (theta - targets)
+            learner = reptile(quadratic, inner_lr=inner_lr, inner_steps=inner_steps)
+            loss, direction = learner.meta_grad(theta, tasks)
+            np.testing.assert_allclose(direction, (theta - phis).mean(0), rtol=1e-12)
+            # The loss reported is the query loss after adaptation, as MAML's meta-loss.
+            expected = np.mean([quadratic(p, q) for p, q in zip(phis, queries, strict=True)])
+            np.testing.assert_allclose(loss, expected, rtol=1e-12)
+            np.testing.assert_allclose(learner.meta_loss(theta, tasks), expected, rtol=1e-12)
+
+
+def test_one_inner_step_is_the_step_size_times_the_support_gradient():
+    def linear_loss(params, batch):
+        x, y = batch
+        return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+    with jax.enable_x64(True):
+        params = {"w": jnp.array([[0.3]]), "b": jnp.array([-0.2])}
+        tasks = SinusoidDistribution().sample_tasks(jax.random.key(0), 5, 10, 10)
+        tasks = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), tasks)
+        _, direction = reptile(linear_loss, inner_lr=0.02, inner_steps=1).meta_grad(params, tasks)
+        mean_support_loss = lambda p: jnp.mean(jax.vmap(linear_loss, (None, 0))(p, tasks.support))
+        gradient = jax.grad(mean_support_loss)(params)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, 0.02 * b, rtol=1e-12), direction, gradient
+        )
+
+
+def test_adaptation_is_maml_s_inner_loop_and_sgd_on_the_direction_is_reptile_s_step():
+    with jax.enable_x64(True):
+        theta = jnp.array([0.5, -1.0])
+        tasks = Task(support=jnp.array([[1.0, 0.0], [3.0, 1.0]]), query=jnp.zeros((2, 2)))
+        learner = reptile(quadratic, inner_lr=0.2, inner_steps=3)
+        support = tasks.support[0]
+        np.testing.assert_array_equal(
+            learner.adapt(theta, support),
+            maml(quadratic, inner_lr=0.2, inner_steps=3).adapt(theta, support),
+        )
+        epsilon = 0.7
+        _, direction = learner.meta_grad(theta, tasks)
+        updates, _ = optax.sgd(epsilon).update(direction, optax.sgd(epsilon).init(theta))
+        phis = jnp.stack([learner.adapt(theta, s) for s in tasks.support])
+        np.testing.assert_allclose(
+            optax.apply_updates(theta, updates), theta + epsilon * (phis.mean(0) - theta)
+        )
+
+
+def test_reptile_refuses_no_inner_steps():
+    with pytest.raises(OptionError, match="inner_steps"):
+        reptile(quadratic, inner_lr=0.1, inner_steps=0)
+    with pytest.raises(OptionError, match="inner_steps"):
+        metajax.Reptile(inner_steps=0)
+
+
+def test_a_reptile_run_learns_to_adapt_and_is_evaluated_like_maml(tmp_path, run_metajax):
+    out = tmp_path / "reptile"
+    result = run_metajax(
+        "train", "sinusoid", "--algorithm", "reptile", "--inner-steps", "5", "--inner-lr", "0.02",
+        "--meta-steps", "2000", "--meta-lr", "0.01", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = metajax.load_config(out / "config.json")
+    assert config.algorithm == metajax.Reptile(inner_lr=0.02, inner_steps=5)
+    # With one inner step Reptile is plain multi-task training: the contrast to beat.
+    joint = tmp_path / "joint"
+    metajax.train(config.replace(inner_steps=1), joint, progress=False, plots=False)
+    settings = metajax.EvalSettings(num_tasks=100, shots=(10,), adapt_steps=5)
+    mse, joint_mse = (
+        np.array(metajax.evaluate(run, settings, write=False)["results"][0]["mse_mean"])
+        for run in (out, joint)
+    )
+    # Held-out tasks' MSE after 5 steps: under half of that before adapting (0.0106 against
+    # 0.0411 when written), and under half of multi-task training's (0.0370).
+    assert mse[5] < 0.5 * mse[0] and mse[5] < 0.5 * joint_mse[5], (mse, joint_mse)
