@@ -43,7 +43,10 @@ def test_one_inner_step_is_the_step_size_times_the_support_gradient():
         tasks = SinusoidDistribution().sample_tasks(jax.random.key(0), 5, 10, 10)
         tasks = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), tasks)
         _, direction = reptile(linear_loss, inner_lr=0.02, inner_steps=1).meta_grad(params, tasks)
-        mean_support_loss = lambda p: jnp.mean(jax.vmap(linear_loss, (None, 0))(p, tasks.support))
+
+        def mean_support_loss(params):
+            return jnp.mean(jax.vmap(linear_loss, (None, 0))(params, tasks.support))
+
         gradient = jax.grad(mean_support_loss)(params)
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, 0.02 * b, rtol=1e-12), direction, gradient
