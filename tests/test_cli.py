@@ -196,9 +196,11 @@ def test_help_documents_every_option(run_metajax):
         "meta-steps (outer-loop updates) (default: 20000 with tutorial, 70000 with finn2017)"
         in text
     )
+    # A flag two algorithms declare shows each one's help, and whose it is.
     assert (
-        "first-order MAML: no gradients through the inner-loop gradients (default: off; maml only)"
-        in text
+        "maml: first-order MAML: no gradients through the inner-loop gradients; meta-sgd: no "
+        "gradients through the inner-loop gradients (the step sizes still learn) (default: off; "
+        "maml, meta-sgd only)" in text
     )
     # Every registered family is a command of its own, with its own settings.
     result = run_metajax("train", "--help")

@@ -1,10 +1,11 @@
 """metajax: gradient-based meta-learning in JAX.
 
-The library in layers: algorithms (:func:`maml`, :func:`reptile`, :func:`pretrain`) are
-records of pure functions over any pytree model and loss; :func:`meta_train` is the fused outer
-loop; task families (:class:`SinusoidConfig`) and algorithms are registered by name, and a
-:class:`RunConfig` of one of each plus :class:`TrainSettings` is a run, which :func:`train`,
-:func:`resume`, :func:`load`, :func:`plot` and :func:`evaluate` handle in a run directory.
+The library in layers: algorithms (:func:`maml`, :func:`meta_sgd`, :func:`reptile`,
+:func:`pretrain`) are records of pure functions over any pytree model and loss;
+:func:`meta_train` is the fused outer loop; task families (:class:`SinusoidConfig`) and
+algorithms are registered by name, and a :class:`RunConfig` of one of each plus
+:class:`TrainSettings` is a run, which :func:`train`, :func:`resume`, :func:`load`,
+:func:`plot` and :func:`evaluate` handle in a run directory.
 """
 
 from importlib.metadata import version as _version
@@ -18,6 +19,8 @@ from metajax.algorithms.maml import maml as maml
 from metajax.algorithms.meta_learner import LossFn as LossFn
 from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
 from metajax.algorithms.meta_learner import Params as Params
+from metajax.algorithms.meta_sgd import MetaSGD as MetaSGD
+from metajax.algorithms.meta_sgd import meta_sgd as meta_sgd
 from metajax.algorithms.pretrain import Pretrain as Pretrain
 from metajax.algorithms.pretrain import pretrain as pretrain
 from metajax.algorithms.reptile import Reptile as Reptile
@@ -90,6 +93,7 @@ __all__ = [
     "LoadedRun",
     "LossFn",
     "MetaLearner",
+    "MetaSGD",
     "Metric",
     "MetricsSink",
     "NonFiniteError",
@@ -124,6 +128,7 @@ __all__ = [
     "load_image_set",
     "maml",
     "mean_and_ci95",
+    "meta_sgd",
     "meta_train",
     "mlp",
     "mse_loss",
