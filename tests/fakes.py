@@ -28,8 +28,8 @@ from metajax import options
 from metajax.algorithms.meta_learner import loss_value
 
 SIGNAL_ON_BUILD: int | None = None
-"""When set, building the lines model sends this signal to the process first (a user's Ctrl-C
-while a run is set up)."""
+"""When set, building the lines model's arrays sends this signal to the process first (a
+user's Ctrl-C while a run is set up; tracing the model, before the run writes, does not)."""
 
 
 @metajax.register_family
@@ -73,7 +73,7 @@ class Lines(metajax.TaskFamily):
         }
 
     def build_model(self, key: jax.Array) -> dict[str, jax.Array]:
-        if SIGNAL_ON_BUILD is not None:
+        if SIGNAL_ON_BUILD is not None and not isinstance(key, jax.core.Tracer):
             os.kill(os.getpid(), SIGNAL_ON_BUILD)
         first, second = jax.random.split(key)
         return {

@@ -1,7 +1,7 @@
 """metajax: gradient-based meta-learning in JAX.
 
-The library in layers: algorithms (:func:`maml`, :func:`meta_sgd`, :func:`reptile`,
-:func:`pretrain`) are records of pure functions over any pytree model and loss;
+The library in layers: algorithms (:func:`maml`, :func:`anil`, :func:`meta_sgd`,
+:func:`reptile`, :func:`pretrain`) are records of pure functions over any pytree model and loss;
 :func:`meta_train` is the fused outer loop; task families (:class:`SinusoidConfig`) and
 algorithms are registered by name, and a :class:`RunConfig` of one of each plus
 :class:`TrainSettings` is a run, which :func:`train`, :func:`resume`, :func:`load`,
@@ -13,6 +13,8 @@ from importlib.metadata import version as _version
 from metajax._validation import OptionError as OptionError
 from metajax._validation import UnknownOptionError as UnknownOptionError
 from metajax.algorithms.algorithm import Algorithm as Algorithm
+from metajax.algorithms.anil import ANIL as ANIL
+from metajax.algorithms.anil import anil as anil
 from metajax.algorithms.maml import MAML as MAML
 from metajax.algorithms.maml import inner_loop_learner as inner_loop_learner
 from metajax.algorithms.maml import maml as maml
@@ -78,6 +80,7 @@ from metajax.training_run import Diverged as Diverged
 __version__ = _version("metajax")
 
 __all__ = [
+    "ANIL",
     "MAML",
     "MLP",
     "Algorithm",
@@ -116,6 +119,7 @@ __all__ = [
     "TrainState",
     "UnknownOptionError",
     "adaptation_curve",
+    "anil",
     "class_pool",
     "conv2d",
     "conv4",

@@ -126,7 +126,7 @@ def train(
     if tensorboard:
         metrics.tensorboard_writer()  # fail before anything is written
     data = config.task.prepare()
-    _check_validation(config)
+    _check_traceable(config)
     out = run_dir.prepare(out, overwrite=overwrite)
     values = config.to_dict()
     run_dir.write_json(out / run_dir.CONFIG, values)
@@ -178,7 +178,7 @@ def resume(
     if tensorboard:
         metrics.tensorboard_writer()
     _check_data(out, config.task.prepare())
-    _check_validation(config)
+    _check_traceable(config)
     # Checkpoints record the config as config.json holds it, in the format it was written in.
     values = run_dir.read_json(out / run_dir.CONFIG)
     return _train(config, values, out, True, progress, plots, tensorboard, sinks)
@@ -195,13 +195,23 @@ def _check_data(out: Path, data: dict[str, Any] | None) -> None:
         )
 
 
-def _check_validation(config: RunConfig) -> None:
-    """Validation tasks that cannot be drawn fail here, before the run writes anything, rather
-    than at the first checkpoint (tracing the draw runs the family's checks)."""
+def _check_traceable(config: RunConfig) -> None:
+    """Errors that tracing finds come here, before the run writes anything, rather than at the
+    first compilation: the algorithm on the family's model and tasks (an ANIL pattern that
+    picks no parameter, say), and validation tasks that cannot be drawn. Nothing is compiled."""
+    family = config.task
+
+    def adapt_one_task(key: jax.Array) -> Params:
+        params, static = eqx.partition(family.build_model(key), eqx.is_inexact_array)
+        learner = config.algorithm.make(family_loss(family, static), has_aux=True)
+        task = jax.tree.map(lambda leaf: leaf[0], family.task_sampler(1)(key))
+        return learner.adapt(learner.init(params), task.support)
+
+    key = jax.random.key(0)
+    jax.eval_shape(adapt_one_task, key)
     if config.training.validation_tasks:
-        family = config.task
         sizes = family.validation_sizes()
-        jax.eval_shape(lambda key: family.validation_tasks(key, 1, *sizes), jax.random.key(0))
+        jax.eval_shape(lambda key: family.validation_tasks(key, 1, *sizes), key)
 
 
 def finished(path: str | Path) -> bool:
