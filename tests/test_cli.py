@@ -96,6 +96,7 @@ def test_every_option_reaches_the_config():
         "--algorithm",
         "maml",
         "--first-order",
+        "--remat",
         "--amplitude-range",
         "1",
         "2",
@@ -149,7 +150,7 @@ def test_every_option_reaches_the_config():
             "hidden_sizes": [16, 8],
         },
         "algorithm": "maml",
-        "hparams": {"inner_lr": 0.05, "inner_steps": 3, "first_order": True},
+        "hparams": {"inner_lr": 0.05, "inner_steps": 3, "first_order": True, "remat": True},
         "training": {
             "meta_steps": 123,
             "meta_batch_size": 8,

@@ -1,12 +1,13 @@
 """Model-Agnostic Meta-Learning (Finn et al., 2017), second and first order."""
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import Array, lax
 
 from metajax import _validation, options, registry
 from metajax.algorithms.algorithm import Algorithm
@@ -28,6 +29,7 @@ def maml(
     inner_steps: int = 1,
     first_order: bool = False,
     has_aux: bool = False,
+    remat: bool = False,
 ) -> MetaLearner:
     """MAML: meta-learn an initialisation that adapts well with a few gradient steps.
 
@@ -54,6 +56,8 @@ def maml(
       first_order: stop gradients through the inner-loop gradients.
       has_aux: ``loss_fn`` returns ``(loss, aux)``; the meta-loss is then the pair of the mean
         loss and the mean ``aux`` over tasks, both for the query set after adaptation.
+      remat: recompute the inner loop for the meta-gradient rather than keep it in memory
+        (see :func:`rematerialised_inner_loop`), for second order with many inner steps.
 
     Returns:
       A :class:`~metajax.MetaLearner`. Its meta-parameters are the model parameters themselves.
@@ -80,7 +84,9 @@ def maml(
             grads = lax.stop_gradient(grads)
         return jax.tree.map(lambda p, g: p - inner_lr * g, params, grads)
 
-    return inner_loop_learner(loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux)
+    return inner_loop_learner(
+        loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux, remat=remat
+    )
 
 
 def inner_loop_learner(
@@ -89,6 +95,7 @@ def inner_loop_learner(
     *,
     inner_steps: int,
     has_aux: bool = False,
+    remat: bool = False,
 ) -> MetaLearner:
     """A learner whose meta-parameters are the model parameters, adapted by ``inner_step``.
 
@@ -102,9 +109,13 @@ def inner_loop_learner(
       inner_step: ``inner_step(params, support) -> params``, one step of adaptation.
       inner_steps: the default number of inner steps, ``>= 0``.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
+      remat: recompute the inner loop in the backward pass instead of keeping it (see
+        :func:`rematerialised_inner_loop`): the same numbers, in memory that grows with the
+        square root of the number of inner steps rather than with it.
     """
     default_steps = _validation.integer("inner_steps", inner_steps, 0)
     has_aux = _validation.boolean("has_aux", has_aux)
+    remat = _validation.boolean("remat", remat)
 
     def scan_inner_loop(
         params: Params, support: Any, inner_steps: int | None, observe: Callable | None
@@ -122,6 +133,10 @@ def inner_loop_learner(
         return lax.scan(body, params, length=inner_steps, unroll=inner_steps <= 8)
 
     def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
+        if remat:
+            steps = default_steps if inner_steps is None else inner_steps
+            steps = _validation.integer("inner_steps", steps, 0)
+            return rematerialised_inner_loop(inner_step, meta_params, support, steps)
         params, _ = scan_inner_loop(meta_params, support, inner_steps, None)
         return params
 
@@ -157,6 +172,37 @@ def inner_loop_learner(
     )
 
 
+def rematerialised_inner_loop(
+    inner_step: Callable[[Params, Any], Params], params: Params, support: Any, inner_steps: int
+) -> Params:
+    """``inner_steps`` of ``inner_step`` from ``params``, differentiated in little memory.
+
+    The steps run in segments of about ``sqrt(inner_steps)``. The backward pass keeps only the
+    parameters at the start of each segment and recomputes a segment when it needs it, keeping
+    then the parameters at each of its steps and recomputing each step's forward pass (two
+    levels of ``jax.checkpoint``). Memory holds about ``2 sqrt(inner_steps)`` copies of the
+    parameters and one step's activations, against ``inner_steps`` of each without it, for
+    about one more forward pass of the inner loop. When the segments overrun ``inner_steps``,
+    the extra steps are computed and discarded, so the result is the same.
+    """
+    if inner_steps == 0:
+        return params
+    segment = math.isqrt(inner_steps - 1) + 1  # ceil(sqrt(inner_steps))
+    segments = -(-inner_steps // segment)
+    step = jax.checkpoint(inner_step)
+
+    @jax.checkpoint
+    def run_segment(params: Params, first: Array) -> tuple[Params, None]:
+        def one_step(params: Params, index: Array) -> tuple[Params, None]:
+            stepped = step(params, support)
+            keep = first + index < inner_steps
+            return jax.tree.map(lambda new, old: jnp.where(keep, new, old), stepped, params), None
+
+        return lax.scan(one_step, params, jnp.arange(segment))[0], None
+
+    return lax.scan(run_segment, params, jnp.arange(segments) * segment)[0]
+
+
 @registry.register_algorithm
 @dataclasses.dataclass(frozen=True)
 class MAML(Algorithm):
@@ -174,6 +220,11 @@ class MAML(Algorithm):
     first_order: bool = options.flag(
         False, "first-order MAML: no gradients through the inner-loop gradients"
     )
+    remat: bool = options.flag(
+        False,
+        "recompute the inner loop for the meta-gradient instead of keeping it: memory that "
+        "grows with the square root of --inner-steps, the same numbers, more time",
+    )
 
     def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
         return maml(
@@ -182,6 +233,7 @@ class MAML(Algorithm):
             inner_steps=self.inner_steps,
             first_order=self.first_order,
             has_aux=has_aux,
+            remat=self.remat,
         )
 
     @property
