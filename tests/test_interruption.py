@@ -86,16 +86,6 @@ sys.exit(main(args))
 """
 
 
-@pytest.fixture(scope="module")
-def child_env(child_env):
-    """The suite's subprocess environment without its shared compilation cache: JAX writes a
-    cache entry in place, so a child killed mid-write would leave a truncated entry that
-    crashes whichever process of the suite reads it next (it aborted one CI run)."""
-    env = {**child_env, "JAX_ENABLE_COMPILATION_CACHE": "false"}
-    del env["JAX_COMPILATION_CACHE_DIR"]
-    return env
-
-
 def start(mode, args, env):
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, mode, *args],
