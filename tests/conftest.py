@@ -1,5 +1,6 @@
 """Settings and fixtures for the whole test suite."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -14,21 +15,35 @@ import pytest
 # TF32 or bfloat16 passes. (No effect on CPUs.)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# No persistent compilation cache, though many tests compile the same programs: XLA:CPU
-# crashes now and then when it deserializes a cached executable (a segfault and an abort in
-# backend.deserialize_executable, two CI runs of this suite), and a test run must not.
-jax.config.update("jax_enable_compilation_cache", False)
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"  # and the metajax subprocesses
+# Many tests compile the same training programs (meta_train compiles ahead of time on every
+# call); a compilation cache for the session, shared with the metajax subprocesses, loads them
+# instead. The cache key is the program itself, so results are the same bits.
+_CACHE = tempfile.TemporaryDirectory(prefix="metajax-tests-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", _CACHE.name)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE.name
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 # Decoded image sets are cached here, not in the user's ~/.cache.
 _IMAGE_CACHE = tempfile.TemporaryDirectory(prefix="metajax-tests-image-cache-")
 os.environ["METAJAX_CACHE"] = _IMAGE_CACHE.name
 
 
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_code():
+    """Frees each module's compiled programs when it ends. XLA:CPU maps memory for every
+    compiled kernel, and a process may hold only vm.max_map_count (65530) mappings: the whole
+    suite in one process reached that limit and crashed in the next compilation or cache load
+    (17,260 mappings after the first five modules without this; 585 with it)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def child_env(tmp_path_factory):
     """The environment of a metajax subprocess: this suite's matmul precision (so its numbers
-    compare exactly), and the test-only family and algorithm installed as a plugin, the way a
-    user's package would add them."""
+    compare exactly) and compilation cache, and the test-only family and algorithm installed
+    as a plugin, the way a user's package would add them."""
     plugin = fakes.plugin_path(Path(tmp_path_factory.mktemp("plugin")))
     return {
         **os.environ,
