@@ -25,7 +25,7 @@ import numpy as np
 
 import metajax
 from metajax import options
-from metajax.algorithms.meta_learner import loss_value
+from metajax.algorithms.meta_learner import loss_value, mean_over_tasks
 
 SIGNAL_ON_BUILD: int | None = None
 """When set, building the lines model's arrays sends this signal to the process first (a
@@ -179,8 +179,7 @@ def learned_lr(
     def task_loss(meta: Any, task: metajax.Task) -> Any:
         return loss_fn(trajectory(meta, task.support, None, None)[0], task.query)
 
-    def meta_loss(meta: Any, tasks: metajax.Task) -> Any:
-        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(meta, tasks))
+    meta_loss = mean_over_tasks(task_loss)
 
     return metajax.MetaLearner(
         init=lambda params: {"params": params, "log_lr": jnp.log(jnp.float32(initial_lr))},

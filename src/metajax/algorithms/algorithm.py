@@ -7,6 +7,11 @@ from metajax.algorithms.meta_learner import LossFn, MetaLearner
 from metajax.options import Options
 
 
+def inner_steps_text(inner_steps: int) -> str:
+    """``"1 inner step"``, ``"5 inner steps"``: how algorithms describe their inner loop."""
+    return f"{inner_steps} inner step{'s' * (inner_steps != 1)}"
+
+
 class Algorithm(Options, abc.ABC):
     """An algorithm's hyper-parameters, as a frozen dataclass of declared settings.
 

@@ -6,13 +6,20 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
-from jax import lax
 
 from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm
+from metajax.algorithms.algorithm import Algorithm, inner_steps_text
 from metajax.algorithms.maml import inner_loop_learner
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, cached_factory, loss_value
+from metajax.algorithms.meta_learner import (
+    LossFn,
+    MetaLearner,
+    Params,
+    cached_factory,
+    gradient_step,
+    loss_value,
+)
 
 HEAD = "head"
 """The default ``adapted`` pattern: parameters whose path names a head (``Conv4.head_weight``,
@@ -104,30 +111,16 @@ def anil(
     inner_loss = loss_value(loss_fn, has_aux)
 
     def inner_step(params: Params, support: Any) -> Params:
-        mask = adapted_mask(params, adapted)
         # Only the adapted part is differentiated: the body's inner gradients are never formed.
-        body, head = _split(params, mask)
-        grads = jax.grad(lambda head: inner_loss(_merge(body, head, mask), support))(head)
-        if first_order:
-            grads = lax.stop_gradient(grads)
-        new_head = jax.tree.map(lambda p, g: p - inner_lr * g, head, grads)
-        return _merge(body, new_head, mask)
+        head, body = eqx.partition(params, adapted_mask(params, adapted))
+        step_sizes = jax.tree.map(lambda _: inner_lr, head)
+
+        def head_loss(head: Params, support: Any) -> Any:
+            return inner_loss(eqx.combine(head, body), support)
+
+        return eqx.combine(gradient_step(head_loss, head, support, step_sizes, first_order), body)
 
     return inner_loop_learner(loss_fn, inner_step, inner_steps=inner_steps, has_aux=has_aux)
-
-
-def _split(params: Params, mask: Any) -> tuple[list[Any], list[Any]]:
-    leaves = jax.tree.leaves(params)
-    flags = jax.tree.leaves(mask)
-    body = [leaf for leaf, flag in zip(leaves, flags, strict=True) if not flag]
-    head = [leaf for leaf, flag in zip(leaves, flags, strict=True) if flag]
-    return body, head
-
-
-def _merge(body: list[Any], head: list[Any], mask: Any) -> Params:
-    body_leaves, head_leaves = iter(body), iter(head)
-    leaves = [next(head_leaves) if flag else next(body_leaves) for flag in jax.tree.leaves(mask)]
-    return jax.tree.unflatten(jax.tree.structure(mask), leaves)
 
 
 @registry.register_algorithm
@@ -168,7 +161,7 @@ class ANIL(Algorithm):
         return "first-order ANIL" if self.first_order else "ANIL"
 
     def describe(self) -> str:
-        steps = f"{self.inner_steps} inner step{'s' * (self.inner_steps != 1)}"
+        steps = inner_steps_text(self.inner_steps)
         return steps if self.adapted == HEAD else f"{steps} on {self.adapted}"
 
     def adaptation_text(self) -> str:

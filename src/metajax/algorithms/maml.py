@@ -10,13 +10,15 @@ import jax.numpy as jnp
 from jax import Array, lax
 
 from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm
+from metajax.algorithms.algorithm import Algorithm, inner_steps_text
 from metajax.algorithms.meta_learner import (
     LossFn,
     MetaLearner,
     Params,
     cached_factory,
+    gradient_step,
     loss_value,
+    mean_over_tasks,
 )
 from metajax.tasks.task import Task
 
@@ -79,10 +81,8 @@ def maml(
     inner_loss = loss_value(loss_fn, has_aux)
 
     def inner_step(params: Params, support: Any) -> Params:
-        grads = jax.grad(inner_loss)(params, support)
-        if first_order:
-            grads = lax.stop_gradient(grads)
-        return jax.tree.map(lambda p, g: p - inner_lr * g, params, grads)
+        step_sizes = jax.tree.map(lambda _: inner_lr, params)
+        return gradient_step(inner_loss, params, support, step_sizes, first_order)
 
     return inner_loop_learner(
         loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux, remat=remat
@@ -157,8 +157,7 @@ def inner_loop_learner(
     def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(adapt(meta_params, task.support), task.query)
 
-    def meta_loss(meta_params: Params, tasks: Task) -> Any:
-        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(meta_params, tasks))
+    meta_loss = mean_over_tasks(task_loss)
 
     return MetaLearner(
         init=lambda params: params,
@@ -241,7 +240,7 @@ class MAML(Algorithm):
         return "first-order MAML" if self.first_order else "MAML"
 
     def describe(self) -> str:
-        return f"{self.inner_steps} inner step{'s' * (self.inner_steps != 1)}"
+        return inner_steps_text(self.inner_steps)
 
     def adaptation_text(self) -> str:
         return f"inner lr {self.inner_lr:g}"

@@ -4,7 +4,9 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from jax import Array
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
 
 from metajax.tasks.task import Task
 
@@ -71,6 +73,33 @@ def loss_value(loss_fn: LossFn, has_aux: bool) -> Callable[[Params, Any], Array]
     if not has_aux:
         return loss_fn
     return lambda params, batch: loss_fn(params, batch)[0]
+
+
+def mean_over_tasks(task_loss: Callable[[Params, Task], Any]) -> Callable[[Params, Task], Any]:
+    """``meta_loss(meta_params, tasks)``: ``task_loss`` of every task of a batch (``vmap`` over
+    the leading task axis), each of its values (the loss, and ``aux`` if any) averaged."""
+
+    def meta_loss(meta_params: Params, tasks: Task) -> Any:
+        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(meta_params, tasks))
+
+    return meta_loss
+
+
+def gradient_step(
+    inner_loss: Callable[[Params, Any], Array],
+    params: Params,
+    support: Any,
+    step_sizes: Params,
+    first_order: bool,
+) -> Params:
+    """One step of gradient descent on ``inner_loss(params, support)``: ``params - step_sizes
+    * grad``, leaf by leaf (``step_sizes`` is shaped like ``params``; a leaf may be one number
+    for its whole array). With ``first_order``, the gradient is a constant to whatever
+    differentiates the step."""
+    grads = jax.grad(inner_loss)(params, support)
+    if first_order:
+        grads = lax.stop_gradient(grads)
+    return jax.tree.map(lambda p, lr, g: p - lr * g, params, step_sizes, grads)
 
 
 def cached_factory(factory: Callable[..., MetaLearner]) -> Callable[..., MetaLearner]:

@@ -7,17 +7,18 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm
+from metajax.algorithms.algorithm import Algorithm, inner_steps_text
 from metajax.algorithms.maml import inner_loop_learner
 from metajax.algorithms.meta_learner import (
     LossFn,
     MetaLearner,
     Params,
     cached_factory,
+    gradient_step,
     loss_value,
+    mean_over_tasks,
 )
 from metajax.tasks.task import Task
 
@@ -65,10 +66,7 @@ def meta_sgd(
         """MAML's learner, but with these per-parameter step sizes."""
 
         def inner_step(params: Params, support: Any) -> Params:
-            grads = jax.grad(inner_loss)(params, support)
-            if first_order:
-                grads = lax.stop_gradient(grads)
-            return jax.tree.map(lambda p, lr, g: p - lr * g, params, inner_lrs, grads)
+            return gradient_step(inner_loss, params, support, inner_lrs, first_order)
 
         return inner_loop_learner(loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux)
 
@@ -88,8 +86,7 @@ def meta_sgd(
     def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(adapt(meta_params, task.support), task.query)
 
-    def meta_loss(meta_params: Params, tasks: Task) -> Any:
-        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(meta_params, tasks))
+    meta_loss = mean_over_tasks(task_loss)
 
     def init(params: Params) -> Params:
         inner_lrs = jax.tree.map(lambda p: jnp.full_like(p, initial_lr), params)
@@ -142,7 +139,7 @@ class MetaSGD(Algorithm):
         return "first-order Meta-SGD" if self.first_order else "Meta-SGD"
 
     def describe(self) -> str:
-        return f"{self.inner_steps} inner step{'s' * (self.inner_steps != 1)}"
+        return inner_steps_text(self.inner_steps)
 
     def adaptation_text(self) -> str:
         return "learned step sizes"

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 from metajax import _validation, options, registry
 from metajax.algorithms.algorithm import Algorithm
 from metajax.algorithms.maml import maml
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, cached_factory
+from metajax.algorithms.meta_learner import (
+    LossFn,
+    MetaLearner,
+    Params,
+    cached_factory,
+    mean_over_tasks,
+)
 from metajax.tasks.task import Task
 
 
@@ -45,8 +51,7 @@ def pretrain(
         )
         return loss_fn(params, examples)
 
-    def meta_loss(params: Params, tasks: Task) -> Any:
-        return jax.tree.map(jnp.mean, jax.vmap(task_loss, in_axes=(None, 0))(params, tasks))
+    meta_loss = mean_over_tasks(task_loss)
 
     return fine_tune._replace(
         task_loss=task_loss,

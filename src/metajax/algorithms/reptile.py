@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm
+from metajax.algorithms.algorithm import Algorithm, inner_steps_text
 from metajax.algorithms.maml import maml
 from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, cached_factory
 from metajax.tasks.task import Task
@@ -99,7 +99,7 @@ class Reptile(Algorithm):
         return "Reptile"
 
     def describe(self) -> str:
-        return f"{self.inner_steps} inner step{'s' * (self.inner_steps != 1)}"
+        return inner_steps_text(self.inner_steps)
 
     def adaptation_text(self) -> str:
         return f"inner lr {self.inner_lr:g}"
