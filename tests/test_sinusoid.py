@@ -20,7 +20,7 @@ DISTRIBUTIONS = {"tutorial": TUTORIAL, "finn2017": FINN2017}
 
 def test_presets_are_the_tutorials_and_the_papers_complete_settings():
     presets = metajax.presets("sinusoid")
-    assert list(presets) == ["tutorial", "finn2017"]
+    assert list(presets) == ["tutorial", "finn2017", "finn2017-code"]
     tutorial, finn2017 = presets["tutorial"], presets["finn2017"]
     assert tutorial.task == SinusoidConfig() and tutorial.task.distribution == TUTORIAL
     assert (tutorial.task.shots, tutorial.task.query_shots, tutorial.task.hidden_sizes) == (
@@ -35,6 +35,10 @@ def test_presets_are_the_tutorials_and_the_papers_complete_settings():
     assert finn2017.algorithm == metajax.MAML(inner_lr=0.01, inner_steps=1)
     assert (finn2017.training.meta_steps, finn2017.training.meta_batch_size) == (70000, 25)
     assert finn2017.training.meta_lr == 1e-3 and finn2017.preset == "finn2017"
+    # The paper's code differs from its text only in the inner step size (update_lr 0.001).
+    code = presets["finn2017-code"]
+    assert dataclasses.replace(code.replace(inner_lr=0.01), preset="finn2017") == finn2017
+    assert code.algorithm.inner_lr == 0.001
     # A variation is a replace away, and the rest stays the preset's.
     variation = dataclasses.replace(finn2017, training=finn2017.training).replace(seed=3, shots=5)
     assert (variation.training.seed, variation.task.shots, variation.algorithm.inner_lr) == (
