@@ -97,6 +97,8 @@ def test_every_option_reaches_the_config():
         "maml",
         "--first-order",
         "--remat",
+        "--inner-optimizer",
+        "momentum",
         "--amplitude-range",
         "1",
         "2",
@@ -150,7 +152,13 @@ def test_every_option_reaches_the_config():
             "hidden_sizes": [16, 8],
         },
         "algorithm": "maml",
-        "hparams": {"inner_lr": 0.05, "inner_steps": 3, "first_order": True, "remat": True},
+        "hparams": {
+            "inner_lr": 0.05,
+            "inner_steps": 3,
+            "first_order": True,
+            "remat": True,
+            "inner_optimizer": "momentum",
+        },
         "training": {
             "meta_steps": 123,
             "meta_batch_size": 8,
@@ -194,14 +202,14 @@ def test_help_documents_every_option(run_metajax):
         assert flag in result.stdout
     text = " ".join(result.stdout.split())
     assert (
-        "meta-steps (outer-loop updates) (default: 20000 with tutorial, 70000 with finn2017)"
-        in text
+        "meta-steps (outer-loop updates) (default: 20000 with tutorial, 70000 with finn2017, "
+        "70000 with finn2017-code)" in text
     )
     # A flag two algorithms declare shows each one's help, and whose it is.
     assert (
-        "maml: first-order MAML: no gradients through the inner-loop gradients; anil: no "
+        "anil: no gradients through the inner-loop gradients; maml: first-order MAML: no "
         "gradients through the inner-loop gradients; meta-sgd: no gradients through the "
-        "inner-loop gradients (the step sizes still learn) (default: off; maml, anil, meta-sgd "
+        "inner-loop gradients (the step sizes still learn) (default: off; anil, maml, meta-sgd "
         "only)" in text
     )
     # Every registered family is a command of its own, with its own settings.
@@ -388,7 +396,7 @@ def write_config(path, **changes):
         (
             '{"family": "sinusoid", "preset": "imagenet"}',
             "metajax: error: '{path}' is not a usable config: `preset` must be one of "
-            "['finn2017', 'tutorial'], got 'imagenet'",
+            "['finn2017', 'finn2017-code', 'tutorial'], got 'imagenet'",
         ),
         (
             '{"family": "sinusoid", "algorithm": "leo"}',

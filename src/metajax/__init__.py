@@ -1,7 +1,8 @@
 """metajax: gradient-based meta-learning in JAX.
 
 The library in layers: algorithms (:func:`maml`, :func:`anil`, :func:`meta_sgd`,
-:func:`reptile`, :func:`pretrain`) are records of pure functions over any pytree model and loss;
+:func:`maml_plus_plus`, :func:`imaml`, :func:`reptile`, :func:`pretrain`) are records of pure
+functions over any pytree model and loss;
 :func:`meta_train` is the fused outer loop; task families (:class:`SinusoidConfig`) and
 algorithms are registered by name, and a :class:`RunConfig` of one of each plus
 :class:`TrainSettings` is a run, which :func:`train`, :func:`resume`, :func:`load`,
@@ -15,9 +16,13 @@ from metajax._validation import UnknownOptionError as UnknownOptionError
 from metajax.algorithms.algorithm import Algorithm as Algorithm
 from metajax.algorithms.anil import ANIL as ANIL
 from metajax.algorithms.anil import anil as anil
+from metajax.algorithms.imaml import IMAML as IMAML
+from metajax.algorithms.imaml import imaml as imaml
+from metajax.algorithms.inner_loop import inner_loop_learner as inner_loop_learner
 from metajax.algorithms.maml import MAML as MAML
-from metajax.algorithms.maml import inner_loop_learner as inner_loop_learner
 from metajax.algorithms.maml import maml as maml
+from metajax.algorithms.maml_plus_plus import MAMLPlusPlus as MAMLPlusPlus
+from metajax.algorithms.maml_plus_plus import maml_plus_plus as maml_plus_plus
 from metajax.algorithms.meta_learner import LossFn as LossFn
 from metajax.algorithms.meta_learner import MetaLearner as MetaLearner
 from metajax.algorithms.meta_learner import Params as Params
@@ -81,6 +86,7 @@ __version__ = _version("metajax")
 
 __all__ = [
     "ANIL",
+    "IMAML",
     "MAML",
     "MLP",
     "Algorithm",
@@ -95,6 +101,7 @@ __all__ = [
     "Interrupted",
     "LoadedRun",
     "LossFn",
+    "MAMLPlusPlus",
     "MetaLearner",
     "MetaSGD",
     "Metric",
@@ -125,12 +132,14 @@ __all__ = [
     "conv4",
     "cross_entropy",
     "evaluate",
+    "imaml",
     "init_train_state",
     "inner_loop_learner",
     "load",
     "load_config",
     "load_image_set",
     "maml",
+    "maml_plus_plus",
     "mean_and_ci95",
     "meta_sgd",
     "meta_train",

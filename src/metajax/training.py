@@ -100,19 +100,20 @@ def _train_steps(
     else ``None``). The check costs about a fifth of the speed on small models, so
     :func:`meta_train` runs it only to explain a call that went non-finite."""
 
-    def meta_step(carry: Carry, tasks: Task) -> tuple[Carry, StepOutputs]:
+    def meta_step(carry: Carry, step_and_tasks: tuple[Array, Task]) -> tuple[Carry, StepOutputs]:
         meta_params, opt_state = carry
-        value, grads = learner.meta_grad(meta_params, tasks)
+        step, tasks = step_and_tasks
+        schedule = (step,) if learner.uses_meta_step else ()
+        value, grads = learner.meta_grad(meta_params, tasks, *schedule)
         loss, aux = value if learner.has_aux else (value, {})
         updates, opt_state = optimizer.update(grads, opt_state, meta_params)
         grads_finite = _all_finite(grads) if check_grads else None
         return (optax.apply_updates(meta_params, updates), opt_state), (loss, aux, grads_finite)
 
     def draw_and_train(carry: Carry, first_step: Array, count: int) -> tuple[Carry, StepOutputs]:
-        step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            state.key, first_step + jnp.arange(count, dtype=jnp.int32)
-        )
-        return lax.scan(meta_step, carry, jax.vmap(sample_tasks)(step_keys))
+        steps = first_step + jnp.arange(count, dtype=jnp.int32)
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(state.key, steps)
+        return lax.scan(meta_step, carry, (steps, jax.vmap(sample_tasks)(step_keys)))
 
     carry = (state.meta_params, state.opt_state)
     draw = meta_steps if steps_per_draw is None else min(steps_per_draw, meta_steps)

@@ -11,7 +11,7 @@ import jax
 
 from metajax import _validation, options, registry
 from metajax.algorithms.algorithm import Algorithm, inner_steps_text
-from metajax.algorithms.maml import inner_loop_learner
+from metajax.algorithms.inner_loop import inner_loop_learner
 from metajax.algorithms.meta_learner import (
     LossFn,
     MetaLearner,
@@ -78,6 +78,7 @@ def anil(
     first_order: bool = False,
     adapted: str | Callable[[str], bool] = HEAD,
     has_aux: bool = False,
+    remat: bool = False,
 ) -> MetaLearner:
     """ANIL: MAML in which the inner loop adapts only some parameters (the head by default) and
     leaves the others (the body) as they are; the outer loop meta-learns them all, through the
@@ -91,6 +92,8 @@ def anil(
       adapted: which parameters adapt: a regular expression over each leaf's path, or a
         function of the path (see :func:`adapted_mask`); the head by default.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
+      remat: recompute the inner loop for the meta-gradient rather than keep it (see
+        :func:`metajax.algorithms.inner_loop.rematerialised_inner_loop`).
 
     Returns:
       A :class:`~metajax.MetaLearner` whose meta-parameters are the model parameters.
@@ -120,7 +123,9 @@ def anil(
 
         return eqx.combine(gradient_step(head_loss, head, support, step_sizes, first_order), body)
 
-    return inner_loop_learner(loss_fn, inner_step, inner_steps=inner_steps, has_aux=has_aux)
+    return inner_loop_learner(
+        loss_fn, inner_step, inner_steps=inner_steps, has_aux=has_aux, remat=remat
+    )
 
 
 @registry.register_algorithm
@@ -145,6 +150,11 @@ class ANIL(Algorithm):
         "the inner loop adapts; head: the model's head, or its last layer",
         metavar="REGEX",
     )
+    remat: bool = options.flag(
+        False,
+        "recompute the inner loop for the meta-gradient instead of keeping it: memory that "
+        "grows with the square root of --inner-steps, the same numbers, more time",
+    )
 
     def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
         return anil(
@@ -154,6 +164,7 @@ class ANIL(Algorithm):
             first_order=self.first_order,
             adapted=self.adapted,
             has_aux=has_aux,
+            remat=self.remat,
         )
 
     @property

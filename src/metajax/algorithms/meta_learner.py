@@ -54,8 +54,13 @@ class MetaLearner(NamedTuple):
         pair of the mean loss and the mean of each ``aux`` leaf.
       meta_grad: ``meta_grad(meta_params, tasks) -> (meta_loss, grads)``: the meta-loss (as
         ``meta_loss`` returns it) and its gradient with respect to ``meta_params``, like
-        ``jax.value_and_grad(meta_loss, has_aux=has_aux)``.
+        ``jax.value_and_grad(meta_loss, has_aux=has_aux)``. With ``uses_meta_step``,
+        ``meta_grad(meta_params, tasks, meta_step)``.
       has_aux: whether ``loss_fn`` returns ``(loss, aux)`` rather than a scalar.
+      uses_meta_step: whether the objective follows a schedule over meta-training (MAML++'s
+        annealed loss weights, say): ``meta_grad`` then takes a third argument, the number of
+        meta-steps taken before this one (an int32 scalar), and ``meta_loss`` is the objective
+        the schedule ends with.
     """
 
     init: Callable[[Params], Params]
@@ -64,8 +69,9 @@ class MetaLearner(NamedTuple):
     adapt_trajectory: Callable[..., Any]
     task_loss: Callable[[Params, Task], Any]
     meta_loss: Callable[[Params, Task], Any]
-    meta_grad: Callable[[Params, Task], tuple[Any, Params]]
+    meta_grad: Callable[..., tuple[Any, Params]]
     has_aux: bool = False
+    uses_meta_step: bool = False
 
 
 def loss_value(loss_fn: LossFn, has_aux: bool) -> Callable[[Params, Any], Array]:

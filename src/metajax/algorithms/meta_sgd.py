@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from metajax import _validation, options, registry
 from metajax.algorithms.algorithm import Algorithm, inner_steps_text
-from metajax.algorithms.maml import inner_loop_learner
+from metajax.algorithms.inner_loop import inner_loop_learner
 from metajax.algorithms.meta_learner import (
     LossFn,
     MetaLearner,
@@ -31,6 +31,7 @@ def meta_sgd(
     inner_steps: int = 1,
     first_order: bool = False,
     has_aux: bool = False,
+    remat: bool = False,
 ) -> MetaLearner:
     """Meta-SGD: the inner loop is ``params - inner_lrs * grad``, where ``inner_lrs`` has one
     step size for every parameter (a pytree shaped like the parameters), meta-learned along
@@ -49,6 +50,8 @@ def meta_sgd(
       first_order: stop gradients through the inner-loop gradients (the step sizes still get
         theirs, through the update ``inner_lrs * grad``).
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
+      remat: recompute the inner loop for the meta-gradient rather than keep it (see
+        :func:`metajax.algorithms.inner_loop.rematerialised_inner_loop`).
 
     Returns:
       A :class:`~metajax.MetaLearner`.
@@ -68,7 +71,9 @@ def meta_sgd(
         def inner_step(params: Params, support: Any) -> Params:
             return gradient_step(inner_loss, params, support, inner_lrs, first_order)
 
-        return inner_loop_learner(loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux)
+        return inner_loop_learner(
+            loss_fn, inner_step, inner_steps=default_steps, has_aux=has_aux, remat=remat
+        )
 
     def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
         learner = gradient_descent(meta_params["inner_lrs"])
@@ -124,6 +129,11 @@ class MetaSGD(Algorithm):
     first_order: bool = options.flag(
         False, "no gradients through the inner-loop gradients (the step sizes still learn)"
     )
+    remat: bool = options.flag(
+        False,
+        "recompute the inner loop for the meta-gradient instead of keeping it: memory that "
+        "grows with the square root of --inner-steps, the same numbers, more time",
+    )
 
     def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
         return meta_sgd(
@@ -132,6 +142,7 @@ class MetaSGD(Algorithm):
             inner_steps=self.inner_steps,
             first_order=self.first_order,
             has_aux=has_aux,
+            remat=self.remat,
         )
 
     @property

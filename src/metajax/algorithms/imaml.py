@@ -1,0 +1,192 @@
+"""iMAML (Rajeswaran et al., 2019): meta-learning with implicit gradients."""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.sparse.linalg import cg
+
+from metajax import _validation, options, registry
+from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax.algorithms.inner_loop import inner_loop_learner
+from metajax.algorithms.meta_learner import (
+    LossFn,
+    MetaLearner,
+    Params,
+    cached_factory,
+    gradient_step,
+    loss_value,
+    mean_over_tasks,
+)
+from metajax.tasks.task import Task
+
+
+@cached_factory
+def imaml(
+    loss_fn: LossFn,
+    *,
+    inner_lr: Any,
+    inner_steps: int = 10,
+    prox_lambda: float = 1.0,
+    cg_steps: int = 5,
+    has_aux: bool = False,
+) -> MetaLearner:
+    """iMAML: the adapted parameters minimise the support loss plus a proximal term that keeps
+    them near the meta-parameters, and the meta-gradient comes from the implicit function
+    theorem instead of from differentiating the inner loop.
+
+    The inner loop takes ``inner_steps`` steps of gradient descent, of size ``inner_lr``, on
+    ``L_support(phi) + prox_lambda / 2 * |phi - theta|^2`` from ``phi = theta``. At a minimum
+    ``phi*`` of that objective, ``d phi* / d theta = (I + H / prox_lambda)^-1``, where ``H`` is
+    the Hessian of the support loss at ``phi*``; the meta-gradient of a task is this matrix
+    times the gradient of the query loss at ``phi*``, solved for by ``cg_steps`` iterations of
+    conjugate gradient with Hessian-vector products. Memory does not grow with the number of
+    inner steps, which are never differentiated; the gradient is exact as far as the inner loop
+    reaches the minimum and conjugate gradient converges. Adaptation at test time takes the
+    same proximal steps.
+
+    Args:
+      loss_fn: as for :func:`metajax.maml`.
+      inner_lr: the inner step size, a number ``> 0`` or a scalar JAX array.
+      inner_steps: the default number of inner steps, ``>= 0``.
+      prox_lambda: the proximal term's strength, ``> 0``: larger keeps the adapted parameters
+        nearer the meta-parameters.
+      cg_steps: conjugate-gradient iterations, ``>= 1``; as many as there are parameters
+        solve exactly in exact arithmetic.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
+
+    Returns:
+      A :class:`~metajax.MetaLearner` whose meta-parameters are the model parameters.
+
+    Raises:
+      OptionError: if a setting is out of range.
+    """
+    inner_lr = _validation.step_size("inner_lr", inner_lr)
+    default_steps = _validation.integer("inner_steps", inner_steps, 0)
+    prox_lambda = _validation.positive_number("prox_lambda", prox_lambda)
+    cg_steps = _validation.integer("cg_steps", cg_steps, 1)
+    has_aux = _validation.boolean("has_aux", has_aux)
+    inner_loss = loss_value(loss_fn, has_aux)
+
+    def proximal_descent(anchor: Params) -> MetaLearner:
+        """Gradient descent on the support loss plus the proximal term around ``anchor``."""
+
+        def proximal_loss(params: Params, support: Any) -> Any:
+            distance = sum(
+                jnp.sum(jnp.square(p - a))
+                for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor), strict=True)
+            )
+            return inner_loss(params, support) + 0.5 * prox_lambda * distance
+
+        def inner_step(params: Params, support: Any) -> Params:
+            step_sizes = jax.tree.map(lambda _: inner_lr, params)
+            return gradient_step(proximal_loss, params, support, step_sizes, False)
+
+        return inner_loop_learner(loss_fn, inner_step, inner_steps=default_steps)
+
+    def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
+        return proximal_descent(meta_params).adapt(meta_params, support, inner_steps)
+
+    def adapt_trajectory(
+        meta_params: Params,
+        support: Any,
+        inner_steps: int | None = None,
+        observe: Callable[[Params], Any] | None = None,
+    ) -> Any:
+        return proximal_descent(meta_params).adapt_trajectory(
+            meta_params, support, inner_steps, observe
+        )
+
+    @jax.custom_vjp
+    def implicitly_adapted(meta_params: Params, support: Any) -> Params:
+        return adapt(meta_params, support)
+
+    def forward(meta_params: Params, support: Any) -> tuple[Params, tuple[Params, Any]]:
+        adapted = adapt(meta_params, support)
+        return adapted, (adapted, support)
+
+    def backward(residuals: tuple[Params, Any], cotangent: Params) -> tuple[Params, None]:
+        adapted, support = residuals
+
+        def hessian_vector_product(vector: Params) -> Params:
+            gradient = lambda params: jax.grad(inner_loss)(params, support)  # noqa: E731
+            return jax.jvp(gradient, (adapted,), (vector,))[1]
+
+        def matvec(vector: Params) -> Params:
+            hvp = hessian_vector_product(vector)
+            return jax.tree.map(lambda v, h: v + h / prox_lambda, vector, hvp)
+
+        # tol=0: exactly cg_steps iterations, unless the residual vanishes first.
+        solution, _ = cg(matvec, cotangent, maxiter=cg_steps, tol=0.0)
+        return solution, None
+
+    implicitly_adapted.defvjp(forward, backward)
+
+    def task_loss(meta_params: Params, task: Task) -> Any:
+        return loss_fn(implicitly_adapted(meta_params, task.support), task.query)
+
+    meta_loss = mean_over_tasks(task_loss)
+
+    return MetaLearner(
+        init=lambda params: params,
+        model_params=lambda meta_params: meta_params,
+        adapt=adapt,
+        adapt_trajectory=adapt_trajectory,
+        task_loss=task_loss,
+        meta_loss=meta_loss,
+        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
+        has_aux=has_aux,
+    )
+
+
+@registry.register_algorithm
+@dataclasses.dataclass(frozen=True)
+class IMAML(Algorithm):
+    """iMAML's hyper-parameters (``--algorithm imaml``); see :func:`imaml`."""
+
+    name: ClassVar[str] = "imaml"
+    description: ClassVar[str] = (
+        "iMAML (Rajeswaran et al., 2019): proximal inner loop, implicit meta-gradient by "
+        "conjugate gradient"
+    )
+
+    inner_lr: Any = options.number(
+        0.01, "inner-loop (adaptation) step size", metavar="LR", traceable=True
+    )
+    inner_steps: int = options.integer(
+        10,
+        "inner-loop gradient steps on the support loss plus the proximal term",
+        minimum=0,
+        metavar="S",
+    )
+    prox_lambda: float = options.number(
+        1.0,
+        "strength lambda of the proximal term lambda/2 |phi - theta|^2 that keeps the adapted "
+        "parameters phi near the meta-parameters theta",
+        metavar="LAMBDA",
+    )
+    cg_steps: int = options.integer(
+        5, "conjugate-gradient iterations for the implicit meta-gradient", minimum=1, metavar="N"
+    )
+
+    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+        return imaml(
+            loss_fn,
+            inner_lr=self.inner_lr,
+            inner_steps=self.inner_steps,
+            prox_lambda=self.prox_lambda,
+            cg_steps=self.cg_steps,
+            has_aux=has_aux,
+        )
+
+    @property
+    def label(self) -> str:
+        return "iMAML"
+
+    def describe(self) -> str:
+        return f"{inner_steps_text(self.inner_steps)}, lambda {self.prox_lambda:g}"
+
+    def adaptation_text(self) -> str:
+        return f"inner lr {self.inner_lr:g}, lambda {self.prox_lambda:g}"

@@ -1,0 +1,315 @@
+"""MAML++ (Antoniou et al., 2019, "How to train your MAML"): MAML with learned per-layer,
+per-step inner step sizes, a multi-step loss with annealed weights, first order for the first
+meta-steps, and per-step batch-normalisation parameters."""
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
+
+from metajax import _validation, options, registry
+from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax.algorithms.inner_loop import inner_loop_learner
+from metajax.algorithms.meta_learner import (
+    LossFn,
+    MetaLearner,
+    Params,
+    cached_factory,
+    gradient_step,
+    loss_value,
+)
+from metajax.tasks.task import Task
+
+BATCH_NORM = r"scale|offset"
+"""The default ``per_step`` pattern: batch normalisation's parameters (``Conv4.scales[i]``,
+``Conv4.offsets[i]``); in a model without such leaves, none."""
+
+MIN_WEIGHT = 0.03
+"""The multi-step loss's floor for the weight of a step before the last, times the number of
+steps (MAML++'s code: ``0.03 / number_of_steps``)."""
+
+
+def step_loss_weights(meta_step: Array, inner_steps: int, anneal_steps: int) -> Array:
+    """The weights of the query losses after inner steps 1..``inner_steps`` at ``meta_step``.
+
+    They start equal (``1 / N`` each, N the number of inner steps); each weight but the last
+    falls linearly by ``1 / N`` over ``anneal_steps`` meta-steps, to no less than ``0.03 / N``,
+    and the last takes up what they lose, so they always sum to 1. From meta-step
+    ``anneal_steps`` on, the last step's loss alone counts (weights ``[0, ..., 0, 1]``), as in
+    MAML++'s code. With ``anneal_steps=0`` the last step's loss alone counts from the start.
+    """
+    n = inner_steps
+    if anneal_steps == 0:
+        return last_step_only(n)
+    progress = jnp.asarray(meta_step, float) / anneal_steps  # float64 under x64
+    earlier = jnp.maximum(1 / n - progress / n, MIN_WEIGHT / n)
+    last = jnp.minimum(1 / n + progress * (n - 1) / n, 1 - (n - 1) * MIN_WEIGHT / n)
+    weights = jnp.full(n, earlier).at[-1].set(last)
+    return jnp.where(meta_step < anneal_steps, weights, last_step_only(n))
+
+
+def last_step_only(inner_steps: int) -> Array:
+    """The weights ``[0, ..., 0, 1]``: the objective after the multi-step loss has annealed."""
+    return jnp.zeros(inner_steps).at[-1].set(1.0)
+
+
+def per_step_mask(params: Params, pattern: str | None) -> Any:
+    """Which leaves of ``params`` get one copy per inner step: those whose path (as
+    ``jax.tree_util.keystr`` writes it) ``pattern`` is found in; none without a pattern.
+
+    Raises:
+      OptionError: if the pattern picks every leaf, leaving nothing to adapt.
+    """
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    picked = [pattern is not None and re.search(pattern, path) is not None for path in paths]
+    if picked and all(picked):
+        raise _validation.OptionError(
+            "per_step",
+            f"a pattern that leaves some parameters to adapt ({', '.join(paths)})",
+            pattern,
+        )
+    return jax.tree.unflatten(jax.tree.structure(params), picked)
+
+
+@cached_factory
+def maml_plus_plus(
+    loss_fn: LossFn,
+    *,
+    initial_lr: float,
+    inner_steps: int = 5,
+    learn_step_sizes: bool = True,
+    anneal_steps: int = 0,
+    first_order_steps: int = 0,
+    per_step: str | None = BATCH_NORM,
+    has_aux: bool = False,
+) -> MetaLearner:
+    """MAML++: MAML with the changes of Antoniou et al. (2019), each of which can be turned off.
+
+    - Learned per-layer per-step step sizes (LSLR): every leaf of the parameters has one step
+      size per inner step, starting at ``initial_lr`` and meta-learned with the
+      initialisation. With ``learn_step_sizes=False`` every step size stays ``initial_lr``.
+    - The multi-step loss (MSL): the objective is the weighted sum of the query losses after
+      each inner step, with weights that anneal towards the last step's loss alone over the
+      first ``anneal_steps`` meta-steps (see :func:`step_loss_weights`).
+    - Derivative-order annealing (DA): first order for the first ``first_order_steps``
+      meta-steps, second order after.
+    - Per-step batch normalisation (BNWB): the leaves ``per_step`` picks (batch norm's scales
+      and offsets by default) have one meta-learned copy per inner step, and the model after
+      ``i`` inner steps uses copy ``i``; they do not adapt in the inner loop. Their statistics
+      are per step by construction, since a metajax model normalises with each batch's own.
+
+    Adapting with more steps than ``inner_steps`` (at evaluation) reuses the last step's step
+    sizes and batch-norm copy.
+
+    Args:
+      loss_fn: as for :func:`metajax.maml`.
+      initial_lr: the step size every layer starts with, a number ``> 0``.
+      inner_steps: the number of inner steps, ``>= 1``.
+      learn_step_sizes: meta-learn a step size per leaf and per step.
+      anneal_steps: meta-steps of multi-step loss; 0 for the last step's loss alone.
+      first_order_steps: meta-steps of first order before second order.
+      per_step: a regular expression over the leaves' paths: the leaves with a copy per step;
+        ``None`` for none.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``; ``aux`` is the last step's.
+
+    Returns:
+      A :class:`~metajax.MetaLearner` with ``uses_meta_step``. Its meta-parameters are
+      ``{"params": ..., "inner_lrs": ..., "per_step": ...}``: the initialisation (without the
+      per-step leaves), the step sizes (``[inner_steps]`` per leaf, if learned) and the
+      per-step copies (``[inner_steps + 1, ...]`` per leaf, if any).
+
+    Raises:
+      OptionError: if a setting is out of range, or ``per_step`` picks every parameter.
+    """
+    initial_lr = _validation.positive_number("initial_lr", initial_lr)
+    n = _validation.integer("inner_steps", inner_steps, 1)
+    learn_step_sizes = _validation.boolean("learn_step_sizes", learn_step_sizes)
+    anneal_steps = _validation.integer("anneal_steps", anneal_steps, 0)
+    first_order_steps = _validation.integer("first_order_steps", first_order_steps, 0)
+    if per_step is not None:
+        try:
+            re.compile(per_step)
+        except re.error as error:
+            raise _validation.OptionError(
+                "per_step", f"a regular expression ({error})", per_step
+            ) from None
+    has_aux = _validation.boolean("has_aux", has_aux)
+    inner_loss = loss_value(loss_fn, has_aux)
+
+    def init(params: Params) -> Params:
+        copied, adapted = eqx.partition(params, per_step_mask(params, per_step))
+        meta_params = {"params": adapted}
+        if learn_step_sizes:
+            meta_params["inner_lrs"] = jax.tree.map(
+                lambda p: jnp.full((n,), initial_lr, p.dtype), adapted
+            )
+        # Without per-step leaves, a tree of Nones: eqx.combine still fills it in.
+        meta_params["per_step"] = jax.tree.map(lambda p: jnp.stack([p] * (n + 1)), copied)
+        return meta_params
+
+    def copies_at(meta_params: Params, index: Array) -> Params:
+        """The per-step leaves of the model after ``index`` inner steps (the last copy after
+        more)."""
+        return jax.tree.map(lambda c: c[jnp.minimum(index, n)], meta_params["per_step"])
+
+    def model_params(meta_params: Params) -> Params:
+        return eqx.combine(meta_params["params"], copies_at(meta_params, jnp.int32(0)))
+
+    def learner(meta_params: Params, first_order: bool) -> MetaLearner:
+        """The inner loop with these meta-parameters' step sizes and copies: a loop over
+        ``(params, index)``, ``index`` the steps taken."""
+
+        def inner_step(carry: tuple[Params, Array], support: Any) -> tuple[Params, Array]:
+            params, index = carry
+            copied, adapted = eqx.partition(params, per_step_mask(params, per_step))
+            if learn_step_sizes:
+                step = jnp.minimum(index, n - 1)
+                step_sizes = jax.tree.map(lambda lrs: lrs[step], meta_params["inner_lrs"])
+            else:
+                step_sizes = jax.tree.map(lambda _: initial_lr, adapted)
+
+            def adapted_loss(adapted: Params, support: Any) -> Array:
+                return inner_loss(eqx.combine(adapted, copied), support)
+
+            adapted = gradient_step(adapted_loss, adapted, support, step_sizes, first_order)
+            return eqx.combine(adapted, copies_at(meta_params, index + 1)), index + 1
+
+        return inner_loop_learner(
+            loss_fn,
+            inner_step,
+            inner_steps=n,
+            has_aux=has_aux,
+            inner_state=lambda _: jnp.zeros((), jnp.int32),
+        )
+
+    def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
+        return learner(meta_params, False).adapt(model_params(meta_params), support, inner_steps)
+
+    def adapt_trajectory(
+        meta_params: Params,
+        support: Any,
+        inner_steps: int | None = None,
+        observe: Callable[[Params], Any] | None = None,
+    ) -> Any:
+        return learner(meta_params, False).adapt_trajectory(
+            model_params(meta_params), support, inner_steps, observe
+        )
+
+    def weighted_loss(meta_params: Params, task: Task, weights: Array, first_order: bool) -> Any:
+        """The query losses after steps 1..N, weighted; ``aux`` of the last."""
+        start = model_params(meta_params)
+        inner = learner(meta_params, first_order)
+        if anneal_steps == 0:  # the last step's loss alone: no trajectory to keep
+            return loss_fn(inner.adapt(start, task.support), task.query)
+        losses = inner.adapt_trajectory(
+            start, task.support, observe=lambda params: loss_fn(params, task.query)
+        )
+        if not has_aux:
+            return jnp.dot(weights, losses[1:])
+        loss, aux = losses
+        return jnp.dot(weights, loss[1:]), jax.tree.map(lambda leaf: leaf[-1], aux)
+
+    def mean_loss(meta_params: Params, tasks: Task, weights: Array, first_order: bool) -> Any:
+        per_task = jax.vmap(weighted_loss, in_axes=(None, 0, None, None))
+        return jax.tree.map(jnp.mean, per_task(meta_params, tasks, weights, first_order))
+
+    def meta_loss(meta_params: Params, tasks: Task) -> Any:
+        return mean_loss(meta_params, tasks, last_step_only(n), False)
+
+    def task_loss(meta_params: Params, task: Task) -> Any:
+        return weighted_loss(meta_params, task, last_step_only(n), False)
+
+    def meta_grad(meta_params: Params, tasks: Task, meta_step: Array) -> tuple[Any, Params]:
+        weights = step_loss_weights(meta_step, n, anneal_steps)
+
+        def order(first_order: bool) -> Callable[[Params], tuple[Any, Params]]:
+            value_and_grad = jax.value_and_grad(mean_loss, has_aux=has_aux)
+            return lambda meta_params: value_and_grad(meta_params, tasks, weights, first_order)
+
+        if first_order_steps == 0:
+            return order(False)(meta_params)
+        return lax.cond(meta_step < first_order_steps, order(True), order(False), meta_params)
+
+    return MetaLearner(
+        init=init,
+        model_params=model_params,
+        adapt=adapt,
+        adapt_trajectory=adapt_trajectory,
+        task_loss=task_loss,
+        meta_loss=meta_loss,
+        meta_grad=meta_grad,
+        has_aux=has_aux,
+        uses_meta_step=True,
+    )
+
+
+@registry.register_algorithm
+@dataclasses.dataclass(frozen=True)
+class MAMLPlusPlus(Algorithm):
+    """MAML++'s hyper-parameters (``--algorithm maml++``); see :func:`maml_plus_plus`."""
+
+    name: ClassVar[str] = "maml++"
+    description: ClassVar[str] = (
+        "MAML++ (Antoniou et al., 2019): learned per-layer per-step step sizes, multi-step "
+        "loss, first order then second order, per-step batch-norm parameters"
+    )
+
+    initial_lr: float = options.number(
+        0.01,
+        "the step size every layer starts with at every step (fixed with --no-learn-step-sizes)",
+        metavar="LR",
+    )
+    inner_steps: int = options.integer(5, "inner-loop gradient steps", minimum=1, metavar="S")
+    learn_step_sizes: bool = options.flag(
+        True, "meta-learn one step size per layer (parameter array) and per inner step"
+    )
+    anneal_steps: int = options.integer(
+        0,
+        "multi-step loss: the meta-steps over which the weights of the query losses after "
+        "each inner step anneal to the last step's alone; 0: the last step's alone",
+        minimum=0,
+        metavar="N",
+    )
+    first_order_steps: int = options.integer(
+        0, "meta-steps of first order before second order", minimum=0, metavar="N"
+    )
+    per_step: str | None = options.text(
+        BATCH_NORM,
+        "a regular expression over the parameters' paths: those with their own meta-learned "
+        "copy for each inner step, which the inner loop does not adapt (batch norm's: "
+        ".scales[i] and .offsets[i] in the built-in Conv4); none in a model without them",
+        metavar="REGEX",
+        optional=True,
+    )
+
+    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+        return maml_plus_plus(
+            loss_fn,
+            initial_lr=self.initial_lr,
+            inner_steps=self.inner_steps,
+            learn_step_sizes=self.learn_step_sizes,
+            anneal_steps=self.anneal_steps,
+            first_order_steps=self.first_order_steps,
+            per_step=self.per_step,
+            has_aux=has_aux,
+        )
+
+    @property
+    def label(self) -> str:
+        return "MAML++"
+
+    def describe(self) -> str:
+        parts = [inner_steps_text(self.inner_steps)]
+        if self.anneal_steps:
+            parts.append(f"multi-step loss for {self.anneal_steps} meta-steps")
+        if self.first_order_steps:
+            parts.append(f"first order for {self.first_order_steps} meta-steps")
+        return ", ".join(parts)
+
+    def adaptation_text(self) -> str:
+        return "learned step sizes" if self.learn_step_sizes else f"inner lr {self.initial_lr:g}"

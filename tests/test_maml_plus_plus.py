@@ -1,0 +1,277 @@
+"""MAML++: loss weights as MAML++'s code computes them, per-step step sizes and batch-norm
+copies against hand-written inner loops and finite differences, the first-order schedule."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metajax
+from metajax import OptionError, SinusoidDistribution, maml, maml_plus_plus
+from metajax.algorithms.maml_plus_plus import step_loss_weights
+
+
+def reference_weights(inner_steps, anneal_steps, meta_step):
+    """MAML++'s get_per_step_loss_importance_vector, with meta-steps for epochs."""
+    weights = np.ones(inner_steps) / inner_steps
+    decay = 1.0 / inner_steps / anneal_steps
+    floor = 0.03 / inner_steps
+    for i in range(inner_steps - 1):
+        weights[i] = max(weights[i] - meta_step * decay, floor)
+    weights[-1] = min(
+        weights[-1] + meta_step * (inner_steps - 1) * decay, 1.0 - (inner_steps - 1) * floor
+    )
+    return weights
+
+
+def test_loss_weights_anneal_as_in_maml_plus_plus_code():
+    for meta_step in (0, 1, 250, 499, 700, 999):
+        weights = np.asarray(step_loss_weights(jnp.int32(meta_step), 5, 1000))
+        np.testing.assert_allclose(weights, reference_weights(5, 1000, meta_step), rtol=1e-6)
+        assert weights.sum() == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(step_loss_weights(jnp.int32(0), 4, 100), [0.25] * 4)
+    # Past the annealing, and without it, the last step's loss alone.
+    for weights in (step_loss_weights(jnp.int32(1000), 5, 1000), step_loss_weights(0, 5, 0)):
+        np.testing.assert_array_equal(weights, [0, 0, 0, 0, 1])
+
+
+def linear_loss(params, batch):
+    x, y = batch
+    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+
+def float64_tasks(num_tasks=3, shots=5):
+    tasks = SinusoidDistribution().sample_tasks(jax.random.key(1), num_tasks, shots, 7)
+    return jax.tree.map(lambda leaf: leaf.astype(jnp.float64), tasks)
+
+
+LINEAR = {"w": jnp.array([[0.4]]), "b": jnp.array([0.2])}
+
+
+def by_hand(params, support, step_sizes):
+    """The inner loop written out: params after each step, step i with step_sizes[i]."""
+    trajectory = [params]
+    for lrs in step_sizes:
+        grads = jax.grad(linear_loss)(trajectory[-1], support)
+        trajectory.append(jax.tree.map(lambda p, lr, g: p - lr * g, trajectory[-1], lrs, grads))
+    return trajectory
+
+
+def test_each_step_takes_its_own_learned_step_sizes():
+    with jax.enable_x64(True):
+        tasks = float64_tasks()
+        learner = maml_plus_plus(linear_loss, initial_lr=0.05, inner_steps=3, per_step=None)
+        meta_params = learner.init(jax.tree.map(lambda x: x.astype(jnp.float64), LINEAR))
+        assert jax.tree.map(jnp.shape, meta_params["inner_lrs"]) == {"w": (3,), "b": (3,)}
+        meta_params["inner_lrs"] = {
+            "w": jnp.array([0.05, 0.11, 0.02]),
+            "b": jnp.array([0.3, 0.07, 0.15]),
+        }
+        support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
+        step_sizes = [
+            jax.tree.map(lambda lrs, i=i: lrs[i], meta_params["inner_lrs"]) for i in range(3)
+        ]
+        expected = by_hand(meta_params["params"], support, step_sizes)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13),
+            learner.adapt(meta_params, support),
+            expected[-1],
+        )
+        # More steps than trained reuse the last step's sizes.
+        longer = by_hand(meta_params["params"], support, [*step_sizes, step_sizes[-1]])
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13),
+            learner.adapt(meta_params, support, 4),
+            longer[-1],
+        )
+        # The meta-gradient, step sizes included, equals central differences.
+        _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
+        eps = 1e-6
+        for part, key in (("inner_lrs", "w"), ("inner_lrs", "b"), ("params", "w")):
+            for index in np.ndindex(meta_params[part][key].shape):
+                moved = [
+                    {
+                        **meta_params,
+                        part: {**meta_params[part], key: meta_params[part][key].at[index].add(s)},
+                    }
+                    for s in (eps, -eps)
+                ]
+                up, down = (float(learner.meta_loss(m, tasks)) for m in moved)
+                np.testing.assert_allclose(
+                    grads[part][key][index], (up - down) / (2 * eps), rtol=1e-6
+                )
+
+
+def test_with_every_option_off_it_is_maml():
+    with jax.enable_x64(True):
+        tasks = float64_tasks()
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), LINEAR)
+        plain = maml_plus_plus(
+            linear_loss, initial_lr=0.05, inner_steps=2, learn_step_sizes=False, per_step=None
+        )
+        meta_params = plain.init(params)
+        assert set(meta_params) == {"params", "per_step"}
+        loss, grads = plain.meta_grad(meta_params, tasks, jnp.int32(0))
+        maml_loss, maml_grads = maml(linear_loss, inner_lr=0.05, inner_steps=2).meta_grad(
+            params, tasks
+        )
+        np.testing.assert_allclose(loss, maml_loss, rtol=1e-14)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), grads["params"], maml_grads
+        )
+
+
+def test_the_multi_step_loss_weights_the_query_loss_after_every_step():
+    with jax.enable_x64(True):
+        tasks = float64_tasks()
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), LINEAR)
+        learner = maml_plus_plus(
+            linear_loss, initial_lr=0.05, inner_steps=3, learn_step_sizes=False,
+            anneal_steps=100, per_step=None,
+        )  # fmt: skip
+        meta_params = learner.init(params)
+
+        def objective(params, weights):
+            def one_task(task):
+                trajectory = by_hand(
+                    params, task.support, [jax.tree.map(lambda _: 0.05, params)] * 3
+                )
+                return sum(
+                    w * linear_loss(p, task.query)
+                    for w, p in zip(weights, trajectory[1:], strict=True)
+                )
+
+            return jnp.mean(jax.vmap(one_task)(tasks))
+
+        for meta_step in (0, 40, 100):
+            weights = reference_weights(3, 100, meta_step) if meta_step < 100 else [0, 0, 1]
+            loss, grads = learner.meta_grad(meta_params, tasks, jnp.int32(meta_step))
+            expected_loss, expected = jax.value_and_grad(objective)(params, weights)
+            np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10), grads["params"], expected
+            )
+        # meta_loss is the objective the schedule ends with: the last step's query loss.
+        np.testing.assert_allclose(
+            learner.meta_loss(meta_params, tasks), objective(params, [0, 0, 1]), rtol=1e-12
+        )
+
+
+def test_first_order_for_the_first_meta_steps_then_second_order():
+    with jax.enable_x64(True):
+        tasks = float64_tasks()
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), LINEAR)
+        learner = maml_plus_plus(
+            linear_loss, initial_lr=0.05, inner_steps=2, learn_step_sizes=False,
+            first_order_steps=10, per_step=None,
+        )  # fmt: skip
+        meta_params = learner.init(params)
+        for meta_step, first_order in ((0, True), (9, True), (10, False), (500, False)):
+            _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(meta_step))
+            reference = maml(linear_loss, inner_lr=0.05, inner_steps=2, first_order=first_order)
+            _, expected = reference.meta_grad(params, tasks)
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), grads["params"], expected
+            )
+        # The two orders do differ here, so the schedule is what the test sees.
+        first = maml(linear_loss, inner_lr=0.05, inner_steps=2, first_order=True).meta_grad(
+            params, tasks
+        )[1]
+        second = maml(linear_loss, inner_lr=0.05, inner_steps=2).meta_grad(params, tasks)[1]
+        assert not np.allclose(first["w"], second["w"], rtol=1e-3)
+
+
+def scaled_loss(params, batch):
+    """A linear model whose output is multiplied by a batch-norm-like ``scale``."""
+    x, y = batch
+    return jnp.mean((params["scale"] * (x @ params["w"] + params["b"]) - y) ** 2)
+
+
+def test_per_step_parameters_take_copy_i_at_step_i_and_do_not_adapt():
+    with jax.enable_x64(True):
+        tasks = float64_tasks()
+        params = {"w": jnp.array([[0.4]]), "b": jnp.array([0.2]), "scale": jnp.array([1.0])}
+        learner = maml_plus_plus(
+            linear_loss, initial_lr=0.05, inner_steps=2, learn_step_sizes=False
+        )
+        learner = maml_plus_plus(
+            scaled_loss, initial_lr=0.05, inner_steps=2, learn_step_sizes=False
+        )
+        meta_params = learner.init(params)
+        assert meta_params["params"]["scale"] is None
+        assert meta_params["per_step"]["scale"].shape == (3, 1)
+        copies = jnp.array([[1.0], [0.5], [2.0]])
+        meta_params["per_step"] = {**meta_params["per_step"], "scale": copies}
+        support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
+
+        # By hand: step i's gradient uses scale copy i; copy i+1 replaces it after the step.
+        current = {"w": params["w"], "b": params["b"]}
+        for i in range(2):
+            scale = meta_params["per_step"]["scale"][i]
+            grads = jax.grad(lambda p, s=scale: scaled_loss({**p, "scale": s}, support))(current)
+            current = jax.tree.map(lambda p, g: p - 0.05 * g, current, grads)
+        adapted = learner.adapt(meta_params, support)
+        np.testing.assert_allclose(adapted["w"], current["w"], rtol=1e-13)
+        np.testing.assert_array_equal(adapted["scale"], [2.0])
+        assert learner.model_params(meta_params)["scale"] == 1.0
+
+        # Every copy's meta-gradient equals central differences.
+        _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
+        eps = 1e-6
+        for i in range(3):
+            moved = [
+                {
+                    **meta_params,
+                    "per_step": {**meta_params["per_step"], "scale": copies.at[i, 0].add(s)},
+                }
+                for s in (eps, -eps)
+            ]
+            up, down = (float(learner.meta_loss(m, tasks)) for m in moved)
+            np.testing.assert_allclose(
+                grads["per_step"]["scale"][i, 0], (up - down) / (2 * eps), rtol=1e-6
+            )
+
+
+def test_the_default_pattern_picks_conv4_batch_norm_and_nothing_in_the_mlp():
+    conv = eqx.filter(metajax.conv4(jax.random.key(0), ways=5, image_size=28), eqx.is_inexact_array)
+    learner = maml_plus_plus(lambda p, b: 0.0, initial_lr=0.1, inner_steps=5)
+    copies = learner.init(conv)["per_step"]
+    assert [leaf.shape for leaf in jax.tree.leaves(copies)] == [(6, 64)] * 8
+    mlp = eqx.filter(metajax.mlp(jax.random.key(0), (1, 40, 40, 1)), eqx.is_inexact_array)
+    assert jax.tree.leaves(learner.init(mlp)["per_step"]) == []
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(OptionError, match="`inner_steps` must be"):
+        maml_plus_plus(linear_loss, initial_lr=0.1, inner_steps=0)
+    with pytest.raises(OptionError, match="`per_step` must be a regular expression"):
+        maml_plus_plus(linear_loss, initial_lr=0.1, per_step="(")
+    learner = maml_plus_plus(linear_loss, initial_lr=0.1, per_step="w|b")
+    with pytest.raises(
+        OptionError,
+        match=r"`per_step` must be a pattern that leaves some parameters to adapt "
+        r"\(\['b'\], \['w'\]\)",
+    ):
+        learner.init(LINEAR)
+
+
+def test_a_maml_plus_plus_run_learns_its_step_sizes_and_is_evaluated(tmp_path, run_metajax):
+    out = tmp_path / "mamlpp"
+    result = run_metajax(
+        "train", "sinusoid", "--preset", "finn2017", "--algorithm", "maml++", "--meta-steps",
+        "2000", "--inner-steps", "3", "--anneal-steps", "1000", "--first-order-steps", "500",
+        "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = metajax.load(out)
+    assert run.config.algorithm == metajax.MAMLPlusPlus(
+        inner_steps=3, anneal_steps=1000, first_order_steps=500
+    )
+    inner_lrs = np.stack([np.ravel(x) for x in jax.tree.leaves(run.meta_params["inner_lrs"])])
+    assert inner_lrs.shape == (6, 3) and np.ptp(inner_lrs) > 1e-3
+    report = metajax.evaluate(
+        out, metajax.EvalSettings(num_tasks=100, shots=(10,), adapt_steps=3), write=False
+    )
+    mse = report["results"][0]["mse_mean"]
+    assert mse[3] < 0.5 * mse[0], mse
