@@ -18,6 +18,7 @@ Run:  python benchmarks/sinusoid_stability.py [--configs NAME ...] [--seeds 5] [
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -110,29 +111,32 @@ def main() -> None:
 
 
 def print_table(results: dict) -> None:
-    """One row per configuration and K: each step's mean over tasks for every seed, the largest
-    median of the seeds, and the diverged tasks of every seed."""
+    """One row per configuration and K: each step's mean over tasks for every seed ("div."
+    where a task's MSE is not finite, "training div." where meta-training diverged), the
+    largest median of the seeds, and the diverged tasks of every seed."""
     print("| configuration | K | step | mean MSE, seeds 0-4 | worst median | diverged tasks |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, seeds in results.items():
+        runs = [seeds[s] for s in sorted(seeds, key=int)]
+        trained = [run for run in runs if "training_diverged" not in run]
         for shots in SHOTS:
             for index, step in enumerate(STEPS):
-                runs = [seeds[s] for s in sorted(seeds, key=int)]
-                cells = [run[f"{shots}-shot"] for run in runs if "training_diverged" not in run]
-                failed = len(runs) - len(cells)
-                if not cells:
-                    print(
-                        f"| {name} | {shots} | {step} | meta-training diverged on every seed | | |"
-                    )
-                    continue
-                means = " ".join(
-                    "div." if c["mean"][index] is None else f"{c['mean'][index]:.3f}" for c in cells
+                means, diverged = [], []
+                for run in runs:
+                    if "training_diverged" in run:
+                        means.append("training div.")
+                        diverged.append("-")
+                        continue
+                    mean = run[f"{shots}-shot"]["mean"][index]
+                    means.append("div." if mean is None else f"{mean:.3f}")
+                    diverged.append(str(run[f"{shots}-shot"]["diverged"][index]))
+                median = max(
+                    (run[f"{shots}-shot"]["median"][index] for run in trained), default=math.nan
                 )
-                median = max(c["median"][index] for c in cells)
-                diverged = " ".join(str(c["diverged"][index]) for c in cells)
-                if failed:
-                    means += f" (meta-training diverged on {failed} seeds)"
-                print(f"| {name} | {shots} | {step} | {means} | {median:.3f} | {diverged} |")
+                print(
+                    f"| {name} | {shots} | {step} | {' '.join(means)} | {median:.3f} | "
+                    f"{' '.join(diverged)} |"
+                )
 
 
 if __name__ == "__main__":

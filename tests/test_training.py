@@ -266,3 +266,61 @@ def test_a_run_of_two_billion_one_step_calls_is_planned_without_listing_them():
     assert _distinct_chunk_sizes(0, 2**31 - 1, 1000, 1) == {1}
     # 7 to 5000: 4 calls of 1000 and one of 993; whole periods; 2147480000 to 2**31 - 1: 647.
     assert _distinct_chunk_sizes(7, 2**31 - 8, 1000, 5000) == {1000, 993, 647}
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "maml++"])
+def test_any_optax_outer_optimizer_and_the_meta_step_reach_each_step(algorithm):
+    # meta_train equals a Python loop of meta_grad and the optimizer's update, for an outer
+    # optimizer other than Adam, and hands a schedule-driven learner (MAML++, first order for
+    # 3 meta-steps) the index of each meta-step.
+    with jax.enable_x64(True):
+        params = {"w": jnp.array([[0.3]]), "b": jnp.array([0.1])}
+
+        def loss_fn(params, batch):
+            x, y = batch
+            return jnp.mean((jnp.tanh(x @ params["w"] + params["b"]) - y) ** 2)
+
+        if algorithm == "maml":
+            learner = maml(loss_fn, inner_lr=0.1, inner_steps=2)
+        else:
+            learner = metajax.maml_plus_plus(
+                loss_fn, initial_lr=0.1, inner_steps=2, first_order_steps=3, per_step=None
+            )
+        distribution = metajax.SinusoidDistribution()
+
+        def sample_tasks(key):
+            tasks = distribution.sample_tasks(key, 4, 5, 5)
+            return jax.tree.map(lambda leaf: leaf.astype(jnp.float64), tasks)
+
+        optimizer = optax.sgd(0.05, momentum=0.9)
+        key = jax.random.key(3)
+        state = init_train_state(learner, optimizer, params, key)
+        result = meta_train(
+            learner, optimizer, sample_tasks, state, meta_steps=6, steps_per_call=4,
+            progress=False,
+        )  # fmt: skip
+
+        meta_params, opt_state = learner.init(params), optimizer.init(learner.init(params))
+        for step in range(6):
+            tasks = sample_tasks(jax.random.fold_in(key, step))
+            schedule = (jnp.int32(step),) if learner.uses_meta_step else ()
+            _, grads = learner.meta_grad(meta_params, tasks, *schedule)
+            updates, opt_state = optimizer.update(grads, opt_state, meta_params)
+            meta_params = optax.apply_updates(meta_params, updates)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10),
+            result.state.meta_params,
+            meta_params,
+        )
+        if algorithm == "maml++":  # and the schedule mattered: all second order differs
+            all_second = metajax.maml_plus_plus(
+                loss_fn, initial_lr=0.1, inner_steps=2, per_step=None
+            )
+            other = meta_train(
+                all_second, optimizer, sample_tasks,
+                init_train_state(all_second, optimizer, params, key), meta_steps=6,
+                progress=False,
+            )  # fmt: skip
+            assert not np.allclose(
+                other.state.meta_params["params"]["w"], meta_params["params"]["w"], rtol=1e-6
+            )
