@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import metajax
-from metajax import OptionError, SinusoidDistribution, maml, maml_plus_plus
+from metajax import OptionError, SinusoidDistribution, Task, maml, maml_plus_plus
 from metajax.algorithms.maml_plus_plus import step_loss_weights
 
 
@@ -275,3 +275,31 @@ def test_a_maml_plus_plus_run_learns_its_step_sizes_and_is_evaluated(tmp_path, r
     )
     mse = report["results"][0]["mse_mean"]
     assert mse[3] < 0.5 * mse[0], mse
+
+
+def test_on_conv4_each_inner_step_normalises_with_its_own_batch_norm_copy():
+    model = metajax.conv4(jax.random.key(0), ways=2, image_size=16, filters=8)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss(params, batch):
+        images, labels = batch
+        logits = eqx.combine(params, static)(images)
+        return metajax.cross_entropy(logits, labels)[0]
+
+    keys = jax.random.split(jax.random.key(1), 2)
+    images = jax.random.uniform(keys[0], (2, 2, 4, 16, 16, 1))  # [task, support|query, ...]
+    labels = jnp.tile(jnp.array([0, 1, 0, 1]), (2, 2, 1))
+    tasks = Task(support=(images[:, 0], labels[:, 0]), query=(images[:, 1], labels[:, 1]))
+    learner = maml_plus_plus(loss, initial_lr=0.1, inner_steps=2)
+    meta_params = learner.init(params)
+    _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
+    # Copies 0 and 1 serve the support losses of steps 1 and 2, copy 2 the query loss: each
+    # gets a gradient of its own.
+    scale_grads = np.asarray(grads["per_step"].scales[0])
+    assert scale_grads.shape == (3, 8) and np.isfinite(scale_grads).all()
+    assert all(np.abs(scale_grads[i]).max() > 0 for i in range(3))
+    assert not np.allclose(scale_grads[0], scale_grads[2])
+    # Batch norm's parameters do not adapt: after two steps they are copy 2, as stored.
+    adapted = learner.adapt(meta_params, jax.tree.map(lambda x: x[0], tasks.support))
+    np.testing.assert_array_equal(adapted.offsets[1], meta_params["per_step"].offsets[1][2])
+    assert not np.allclose(adapted.kernels[0], params.kernels[0])

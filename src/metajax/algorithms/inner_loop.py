@@ -52,12 +52,13 @@ def inner_loop_learner(
     default_steps = _validation.integer("inner_steps", inner_steps, 0)
     has_aux = _validation.boolean("has_aux", has_aux)
     remat = _validation.boolean("remat", remat)
-    if inner_state is None:
-        start: Callable[[Params], Any] = lambda params: params  # noqa: E731
-        params_of: Callable[[Any], Params] = lambda params: params  # noqa: E731
-    else:
-        start = lambda params: (params, inner_state(params))  # noqa: E731
-        params_of = lambda carry: carry[0]  # noqa: E731
+
+    def start(params: Params) -> Any:
+        """What the loop carries before the first step."""
+        return params if inner_state is None else (params, inner_state(params))
+
+    def params_of(carry: Any) -> Params:
+        return carry if inner_state is None else carry[0]
 
     def steps_or_default(inner_steps: int | None) -> int:
         return _validation.integer(
@@ -81,7 +82,10 @@ def inner_loop_learner(
     def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
         steps = steps_or_default(inner_steps)
         if remat:
-            step = lambda carry: inner_step(carry, support)  # noqa: E731
+
+            def step(carry: Any) -> Any:
+                return inner_step(carry, support)
+
             return params_of(rematerialised_inner_loop(step, start(meta_params), steps))
         return scan_inner_loop(meta_params, support, steps, None)[0]
 
