@@ -74,6 +74,7 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
         "family",
         "algorithm",
         "label",
+        "note",
         "results",
         "seconds",
         "baseline",
@@ -84,7 +85,7 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
         (report["baseline"], "pretrain", "pretrained", pretrain_run),
     ):
         assert (run["algorithm"], run["label"], run["run"]) == (algorithm, label, str(path))
-        assert run["family"] == "sinusoid" and run["seconds"] > 0
+        assert run["family"] == "sinusoid" and run["seconds"] > 0 and run["note"] == ""
         assert [result["shots"] for result in run["results"]] == [10, 20]
         assert [result["query_shots"] for result in run["results"]] == [100, 100]
         for result in run["results"]:

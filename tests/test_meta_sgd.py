@@ -118,3 +118,11 @@ def test_a_run_learns_its_step_sizes_and_adapts_with_them(tmp_path, run_metajax)
     (result,) = report["results"]
     mse = result["mse_mean"]
     assert mse[1] < 0.5 * mse[0], mse
+    # Evaluated with more steps than its step sizes were learned for, it says so.
+    assert report["note"] == ""
+    longer = run_metajax("eval", str(out), "--num-tasks", "20", "--adapt-steps", "3")
+    assert longer.returncode == 0, longer.stderr
+    assert (
+        "     note: the step sizes were learned for 1 inner step; more steps repeat them and "
+        "may diverge" in longer.stdout
+    )

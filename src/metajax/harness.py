@@ -322,6 +322,7 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
         "family": run.config.family,
         "algorithm": run.config.algorithm.name,
         "label": run.config.algorithm.label,
+        "note": run.config.algorithm.adaptation_note(settings.adapt_steps),
         "results": results,
         "seconds": round(time.perf_counter() - start, 3),
     }

@@ -82,6 +82,8 @@ def format_table(
         lines.append(
             "     diverged: the loss of some tasks is not finite (non_finite in eval.json)"
         )
+    if run.get("note"):  # eval.json files of metajax 0.2 have none
+        lines.append(f"     note: {run['note']}")
     return "\n".join(lines)
 
 

@@ -52,3 +52,8 @@ class Algorithm(Options, abc.ABC):
     def adaptation_text(self) -> str:
         """A few words on how a model adapts at test time, e.g. ``"inner lr 0.1"``."""
         return ""
+
+    def adaptation_note(self, adapt_steps: int) -> str:
+        """A caveat for evaluating with ``adapt_steps`` steps, printed under the results
+        (step sizes learned for fewer steps, say); empty for none."""
+        return ""

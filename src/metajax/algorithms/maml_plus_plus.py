@@ -313,3 +313,11 @@ class MAMLPlusPlus(Algorithm):
 
     def adaptation_text(self) -> str:
         return "learned step sizes" if self.learn_step_sizes else f"inner lr {self.initial_lr:g}"
+
+    def adaptation_note(self, adapt_steps: int) -> str:
+        if adapt_steps <= self.inner_steps or not self.learn_step_sizes:
+            return ""
+        return (
+            f"the step sizes were learned for {inner_steps_text(self.inner_steps)}; later "
+            "steps repeat the last ones and may diverge"
+        )

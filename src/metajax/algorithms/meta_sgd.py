@@ -154,3 +154,11 @@ class MetaSGD(Algorithm):
 
     def adaptation_text(self) -> str:
         return "learned step sizes"
+
+    def adaptation_note(self, adapt_steps: int) -> str:
+        if adapt_steps <= self.inner_steps:
+            return ""
+        return (
+            f"the step sizes were learned for {inner_steps_text(self.inner_steps)}; more steps "
+            "repeat them and may diverge"
+        )
