@@ -207,9 +207,9 @@ def test_help_documents_every_option(run_metajax):
     )
     # A flag two algorithms declare shows each one's help, and whose it is.
     assert (
-        "anil: no gradients through the inner-loop gradients; maml: first-order MAML: no "
+        "maml: first-order MAML: no gradients through the inner-loop gradients; anil: no "
         "gradients through the inner-loop gradients; meta-sgd: no gradients through the "
-        "inner-loop gradients (the step sizes still learn) (default: off; anil, maml, meta-sgd "
+        "inner-loop gradients (the step sizes still learn) (default: off; maml, anil, meta-sgd "
         "only)" in text
     )
     # Every registered family is a command of its own, with its own settings.
