@@ -1,5 +1,5 @@
-"""Every algorithm of the family on the image family too: trains, resumes bit for bit from a
-checkpoint in the middle, and is evaluated."""
+"""MAML++ and iMAML on the image family too: each trains, resumes bit for bit from a checkpoint
+in the middle, and is evaluated."""
 
 import shutil
 
@@ -10,10 +10,9 @@ from images import alphabets
 import metajax
 from metajax import checkpoints, runs
 
-# The algorithms whose meta-parameters or objectives differ from MAML's (ANIL and Reptile adapt
-# and train like it), each with its settings exercised.
+# The algorithms whose objectives differ most from MAML's, each with its settings exercised
+# (ANIL, Reptile and Meta-SGD adapt and train like it, and their own tests run them).
 ALGORITHMS = {
-    "meta-sgd": {"initial_lr": 0.1},
     "maml++": {"initial_lr": 0.1, "inner_steps": 2, "anneal_steps": 2, "first_order_steps": 1},
     "imaml": {"inner_lr": 0.1, "inner_steps": 2, "cg_steps": 2},
 }

@@ -193,19 +193,17 @@ def test_per_step_parameters_take_copy_i_at_step_i_and_do_not_adapt():
         tasks = float64_tasks()
         params = {"w": jnp.array([[0.4]]), "b": jnp.array([0.2]), "scale": jnp.array([1.0])}
         learner = maml_plus_plus(
-            linear_loss, initial_lr=0.05, inner_steps=2, learn_step_sizes=False
-        )
-        learner = maml_plus_plus(
             scaled_loss, initial_lr=0.05, inner_steps=2, learn_step_sizes=False
         )
         meta_params = learner.init(params)
         assert meta_params["params"]["scale"] is None
-        assert meta_params["per_step"]["scale"].shape == (3, 1)
-        copies = jnp.array([[1.0], [0.5], [2.0]])
+        assert meta_params["per_step"]["scale"].shape == (2, 1)
+        copies = jnp.array([[1.0], [0.5]])
         meta_params["per_step"] = {**meta_params["per_step"], "scale": copies}
         support = jax.tree.map(lambda leaf: leaf[0], tasks.support)
 
-        # By hand: step i's gradient uses scale copy i; copy i+1 replaces it after the step.
+        # By hand, as in MAML++'s code: step i's gradient uses scale copy i, and the parameters
+        # it produces keep it, for the query loss after step i + 1.
         current = {"w": params["w"], "b": params["b"]}
         for i in range(2):
             scale = meta_params["per_step"]["scale"][i]
@@ -213,13 +211,19 @@ def test_per_step_parameters_take_copy_i_at_step_i_and_do_not_adapt():
             current = jax.tree.map(lambda p, g: p - 0.05 * g, current, grads)
         adapted = learner.adapt(meta_params, support)
         np.testing.assert_allclose(adapted["w"], current["w"], rtol=1e-13)
-        np.testing.assert_array_equal(adapted["scale"], [2.0])
+        np.testing.assert_array_equal(adapted["scale"], [0.5])
+        query = jax.tree.map(lambda leaf: leaf[0], tasks.query)
+        np.testing.assert_allclose(
+            learner.task_loss(meta_params, jax.tree.map(lambda leaf: leaf[0], tasks)),
+            scaled_loss({**current, "scale": copies[1]}, query),
+            rtol=1e-13,
+        )
         assert learner.model_params(meta_params)["scale"] == 1.0
 
         # Every copy's meta-gradient equals central differences.
         _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
         eps = 1e-6
-        for i in range(3):
+        for i in range(2):
             moved = [
                 {
                     **meta_params,
@@ -237,9 +241,11 @@ def test_the_default_pattern_picks_conv4_batch_norm_and_nothing_in_the_mlp():
     conv = eqx.filter(metajax.conv4(jax.random.key(0), ways=5, image_size=28), eqx.is_inexact_array)
     learner = maml_plus_plus(lambda p, b: 0.0, initial_lr=0.1, inner_steps=5)
     copies = learner.init(conv)["per_step"]
-    assert [leaf.shape for leaf in jax.tree.leaves(copies)] == [(6, 64)] * 8
+    assert [leaf.shape for leaf in jax.tree.leaves(copies)] == [(5, 64)] * 8
     mlp = eqx.filter(metajax.mlp(jax.random.key(0), (1, 40, 40, 1)), eqx.is_inexact_array)
     assert jax.tree.leaves(learner.init(mlp)["per_step"]) == []
+    none = maml_plus_plus(lambda p, b: 0.0, initial_lr=0.1, inner_steps=5, per_step="none")
+    assert jax.tree.leaves(none.init(conv)["per_step"]) == []
 
 
 def test_bad_settings_are_refused():
@@ -268,6 +274,11 @@ def test_a_maml_plus_plus_run_learns_its_step_sizes_and_is_evaluated(tmp_path, r
     assert run.config.algorithm == metajax.MAMLPlusPlus(
         inner_steps=3, anneal_steps=1000, first_order_steps=500
     )
+    assert run.config.algorithm.adaptation_note(3) == ""
+    assert run.config.algorithm.adaptation_note(4) == (
+        "the step sizes and per-step parameters were learned for 3 inner steps; later steps "
+        "reuse the last step's and may diverge"
+    )
     inner_lrs = np.stack([np.ravel(x) for x in jax.tree.leaves(run.meta_params["inner_lrs"])])
     assert inner_lrs.shape == (6, 3) and np.ptp(inner_lrs) > 1e-3
     report = metajax.evaluate(
@@ -293,13 +304,13 @@ def test_on_conv4_each_inner_step_normalises_with_its_own_batch_norm_copy():
     learner = maml_plus_plus(loss, initial_lr=0.1, inner_steps=2)
     meta_params = learner.init(params)
     _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
-    # Copies 0 and 1 serve the support losses of steps 1 and 2, copy 2 the query loss: each
-    # gets a gradient of its own.
+    # Copy 0 serves the first step's support loss, copy 1 the second's and the query loss:
+    # each gets a gradient of its own.
     scale_grads = np.asarray(grads["per_step"].scales[0])
-    assert scale_grads.shape == (3, 8) and np.isfinite(scale_grads).all()
-    assert all(np.abs(scale_grads[i]).max() > 0 for i in range(3))
-    assert not np.allclose(scale_grads[0], scale_grads[2])
-    # Batch norm's parameters do not adapt: after two steps they are copy 2, as stored.
+    assert scale_grads.shape == (2, 8) and np.isfinite(scale_grads).all()
+    assert all(np.abs(scale_grads[i]).max() > 0 for i in range(2))
+    assert not np.allclose(scale_grads[0], scale_grads[1])
+    # Batch norm's parameters do not adapt: after two steps they are copy 1, as stored.
     adapted = learner.adapt(meta_params, jax.tree.map(lambda x: x[0], tasks.support))
-    np.testing.assert_array_equal(adapted.offsets[1], meta_params["per_step"].offsets[1][2])
+    np.testing.assert_array_equal(adapted.offsets[1], meta_params["per_step"].offsets[1][1])
     assert not np.allclose(adapted.kernels[0], params.kernels[0])

@@ -99,9 +99,12 @@ def maml_plus_plus(
     - Derivative-order annealing (DA): first order for the first ``first_order_steps``
       meta-steps, second order after.
     - Per-step batch normalisation (BNWB): the leaves ``per_step`` picks (batch norm's scales
-      and offsets by default) have one meta-learned copy per inner step, and the model after
-      ``i`` inner steps uses copy ``i``; they do not adapt in the inner loop. Their statistics
-      are per step by construction, since a metajax model normalises with each batch's own.
+      and offsets by default) have one meta-learned copy per inner step, which they do not
+      adapt. As in MAML++'s code, step ``i`` (from 0) takes the support loss's gradient with
+      copy ``i``, and the parameters it produces keep copy ``i``: the query loss after ``i + 1``
+      steps uses it, so every copy is trained by a query loss under the multi-step loss, and
+      the last one by the final query loss always. Their statistics are per step by
+      construction, since a metajax model normalises with each batch's own.
 
     Adapting with more steps than ``inner_steps`` (at evaluation) reuses the last step's step
     sizes and batch-norm copy.
@@ -114,14 +117,14 @@ def maml_plus_plus(
       anneal_steps: meta-steps of multi-step loss; 0 for the last step's loss alone.
       first_order_steps: meta-steps of first order before second order.
       per_step: a regular expression over the leaves' paths: the leaves with a copy per step;
-        ``None`` for none.
+        ``None`` (or ``"none"``) for none.
       has_aux: ``loss_fn`` returns ``(loss, aux)``; ``aux`` is the last step's.
 
     Returns:
       A :class:`~metajax.MetaLearner` with ``uses_meta_step``. Its meta-parameters are
       ``{"params": ..., "inner_lrs": ..., "per_step": ...}``: the initialisation (without the
       per-step leaves), the step sizes (``[inner_steps]`` per leaf, if learned) and the
-      per-step copies (``[inner_steps + 1, ...]`` per leaf, if any).
+      per-step copies (``[inner_steps, ...]`` per leaf, if any).
 
     Raises:
       OptionError: if a setting is out of range, or ``per_step`` picks every parameter.
@@ -131,6 +134,8 @@ def maml_plus_plus(
     learn_step_sizes = _validation.boolean("learn_step_sizes", learn_step_sizes)
     anneal_steps = _validation.integer("anneal_steps", anneal_steps, 0)
     first_order_steps = _validation.integer("first_order_steps", first_order_steps, 0)
+    if per_step == "none":
+        per_step = None
     if per_step is not None:
         try:
             re.compile(per_step)
@@ -149,13 +154,12 @@ def maml_plus_plus(
                 lambda p: jnp.full((n,), initial_lr, p.dtype), adapted
             )
         # Without per-step leaves, a tree of Nones: eqx.combine still fills it in.
-        meta_params["per_step"] = jax.tree.map(lambda p: jnp.stack([p] * (n + 1)), copied)
+        meta_params["per_step"] = jax.tree.map(lambda p: jnp.stack([p] * n), copied)
         return meta_params
 
     def copies_at(meta_params: Params, index: Array) -> Params:
-        """The per-step leaves of the model after ``index`` inner steps (the last copy after
-        more)."""
-        return jax.tree.map(lambda c: c[jnp.minimum(index, n)], meta_params["per_step"])
+        """The per-step leaves of inner step ``index`` (the last step's after more)."""
+        return jax.tree.map(lambda c: c[jnp.minimum(index, n - 1)], meta_params["per_step"])
 
     def model_params(meta_params: Params) -> Params:
         return eqx.combine(meta_params["params"], copies_at(meta_params, jnp.int32(0)))
@@ -166,7 +170,8 @@ def maml_plus_plus(
 
         def inner_step(carry: tuple[Params, Array], support: Any) -> tuple[Params, Array]:
             params, index = carry
-            copied, adapted = eqx.partition(params, per_step_mask(params, per_step))
+            adapted = eqx.filter(params, per_step_mask(params, per_step), inverse=True)
+            copied = copies_at(meta_params, index)
             if learn_step_sizes:
                 step = jnp.minimum(index, n - 1)
                 step_sizes = jax.tree.map(lambda lrs: lrs[step], meta_params["inner_lrs"])
@@ -177,7 +182,7 @@ def maml_plus_plus(
                 return inner_loss(eqx.combine(adapted, copied), support)
 
             adapted = gradient_step(adapted_loss, adapted, support, step_sizes, first_order)
-            return eqx.combine(adapted, copies_at(meta_params, index + 1)), index + 1
+            return eqx.combine(adapted, copied), index + 1
 
         return inner_loop_learner(
             loss_fn,
@@ -200,40 +205,58 @@ def maml_plus_plus(
             model_params(meta_params), support, inner_steps, observe
         )
 
-    def weighted_loss(meta_params: Params, task: Task, weights: Array, first_order: bool) -> Any:
-        """The query losses after steps 1..N, weighted; ``aux`` of the last."""
+    def weighted_loss(
+        meta_params: Params, task: Task, weights: Array | None, first_order: bool
+    ) -> Any:
+        """The query losses after steps 1..N, weighted (the last one alone with ``weights``
+        ``None``); ``aux`` of the last."""
         start = model_params(meta_params)
         inner = learner(meta_params, first_order)
-        if anneal_steps == 0:  # the last step's loss alone: no trajectory to keep
+        if weights is None:  # the last step's loss alone: no trajectory to keep
             return loss_fn(inner.adapt(start, task.support), task.query)
         losses = inner.adapt_trajectory(
             start, task.support, observe=lambda params: loss_fn(params, task.query)
         )
-        if not has_aux:
-            return jnp.dot(weights, losses[1:])
-        loss, aux = losses
-        return jnp.dot(weights, loss[1:]), jax.tree.map(lambda leaf: leaf[-1], aux)
+        loss, aux = losses if has_aux else (losses, None)
+        # In the loss's dtype: float64 weights (under x64) must not promote a float32 loss.
+        weighted = jnp.dot(weights.astype(loss.dtype), loss[1:])
+        return weighted if not has_aux else (weighted, jax.tree.map(lambda leaf: leaf[-1], aux))
 
-    def mean_loss(meta_params: Params, tasks: Task, weights: Array, first_order: bool) -> Any:
+    def mean_loss(
+        meta_params: Params, tasks: Task, weights: Array | None, first_order: bool
+    ) -> Any:
         per_task = jax.vmap(weighted_loss, in_axes=(None, 0, None, None))
         return jax.tree.map(jnp.mean, per_task(meta_params, tasks, weights, first_order))
 
     def meta_loss(meta_params: Params, tasks: Task) -> Any:
-        return mean_loss(meta_params, tasks, last_step_only(n), False)
+        return mean_loss(meta_params, tasks, None, False)
 
     def task_loss(meta_params: Params, task: Task) -> Any:
-        return weighted_loss(meta_params, task, last_step_only(n), False)
+        return weighted_loss(meta_params, task, None, False)
 
     def meta_grad(meta_params: Params, tasks: Task, meta_step: Array) -> tuple[Any, Params]:
-        weights = step_loss_weights(meta_step, n, anneal_steps)
+        value_and_grad = jax.value_and_grad(mean_loss, has_aux=has_aux)
 
-        def order(first_order: bool) -> Callable[[Params], tuple[Any, Params]]:
-            value_and_grad = jax.value_and_grad(mean_loss, has_aux=has_aux)
+        def objective(first_order: bool, multi_step: bool) -> Callable[[Params], Any]:
+            weights = step_loss_weights(meta_step, n, anneal_steps) if multi_step else None
             return lambda meta_params: value_and_grad(meta_params, tasks, weights, first_order)
 
+        def with_order(first_order: bool) -> Callable[[Params], Any]:
+            # Once annealed, the last step's loss alone: no query loss after every step.
+            if anneal_steps == 0:
+                return objective(first_order, False)
+            return lambda meta_params: lax.cond(
+                meta_step < anneal_steps,
+                objective(first_order, True),
+                objective(first_order, False),
+                meta_params,
+            )
+
         if first_order_steps == 0:
-            return order(False)(meta_params)
-        return lax.cond(meta_step < first_order_steps, order(True), order(False), meta_params)
+            return with_order(False)(meta_params)
+        return lax.cond(
+            meta_step < first_order_steps, with_order(True), with_order(False), meta_params
+        )
 
     return MetaLearner(
         init=init,
@@ -282,7 +305,8 @@ class MAMLPlusPlus(Algorithm):
         BATCH_NORM,
         "a regular expression over the parameters' paths: those with their own meta-learned "
         "copy for each inner step, which the inner loop does not adapt (batch norm's: "
-        ".scales[i] and .offsets[i] in the built-in Conv4); none in a model without them",
+        ".scales[i] and .offsets[i] in the built-in Conv4; none in a model without them); "
+        "none: no per-step copies",
         metavar="REGEX",
         optional=True,
     )
@@ -315,9 +339,19 @@ class MAMLPlusPlus(Algorithm):
         return "learned step sizes" if self.learn_step_sizes else f"inner lr {self.initial_lr:g}"
 
     def adaptation_note(self, adapt_steps: int) -> str:
-        if adapt_steps <= self.inner_steps or not self.learn_step_sizes:
+        if adapt_steps <= self.inner_steps:
+            return ""
+        learned = [
+            what
+            for what, on in (
+                ("step sizes", self.learn_step_sizes),
+                ("per-step parameters", self.per_step not in (None, "none")),
+            )
+            if on
+        ]
+        if not learned:
             return ""
         return (
-            f"the step sizes were learned for {inner_steps_text(self.inner_steps)}; later "
-            "steps repeat the last ones and may diverge"
+            f"the {' and '.join(learned)} were learned for {inner_steps_text(self.inner_steps)}; "
+            "later steps reuse the last step's and may diverge"
         )

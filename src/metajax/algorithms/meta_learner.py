@@ -59,8 +59,10 @@ class MetaLearner(NamedTuple):
       has_aux: whether ``loss_fn`` returns ``(loss, aux)`` rather than a scalar.
       uses_meta_step: whether the objective follows a schedule over meta-training (MAML++'s
         annealed loss weights, say): ``meta_grad`` then takes a third argument, the number of
-        meta-steps taken before this one (an int32 scalar), and ``meta_loss`` is the objective
-        the schedule ends with.
+        meta-steps taken before this one (an int32 scalar), and returns that step's objective
+        and its gradient, so the meta-loss training logs follows the schedule (MAML++'s
+        weighted sum of query losses while it anneals); ``meta_loss`` is the objective the
+        schedule ends with.
     """
 
     init: Callable[[Params], Params]
