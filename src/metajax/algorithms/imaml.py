@@ -16,9 +16,9 @@ from metajax.algorithms.meta_learner import (
     MetaLearner,
     Params,
     cached_factory,
+    gradient_learner,
     gradient_step,
     loss_value,
-    mean_over_tasks,
 )
 from metajax.tasks.task import Task
 
@@ -110,8 +110,10 @@ def imaml(
     def backward(residuals: tuple[Params, Any], cotangent: Params) -> tuple[Params, None]:
         adapted, support = residuals
 
+        def gradient(params: Params) -> Params:
+            return jax.grad(inner_loss)(params, support)
+
         def hessian_vector_product(vector: Params) -> Params:
-            gradient = lambda params: jax.grad(inner_loss)(params, support)  # noqa: E731
             return jax.jvp(gradient, (adapted,), (vector,))[1]
 
         def matvec(vector: Params) -> Params:
@@ -127,17 +129,8 @@ def imaml(
     def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(implicitly_adapted(meta_params, task.support), task.query)
 
-    meta_loss = mean_over_tasks(task_loss)
-
-    return MetaLearner(
-        init=lambda params: params,
-        model_params=lambda meta_params: meta_params,
-        adapt=adapt,
-        adapt_trajectory=adapt_trajectory,
-        task_loss=task_loss,
-        meta_loss=meta_loss,
-        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
-        has_aux=has_aux,
+    return gradient_learner(
+        task_loss, adapt=adapt, adapt_trajectory=adapt_trajectory, has_aux=has_aux
     )
 
 

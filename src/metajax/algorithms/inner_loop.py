@@ -11,7 +11,7 @@ import optax
 from jax import Array, lax
 
 from metajax import _validation
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, mean_over_tasks
+from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, gradient_learner
 from metajax.tasks.task import Task
 
 InnerOptimizer = Callable[[Any], optax.GradientTransformation]
@@ -107,17 +107,8 @@ def inner_loop_learner(
     def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(adapt(meta_params, task.support), task.query)
 
-    meta_loss = mean_over_tasks(task_loss)
-
-    return MetaLearner(
-        init=lambda params: params,
-        model_params=lambda meta_params: meta_params,
-        adapt=adapt,
-        adapt_trajectory=adapt_trajectory,
-        task_loss=task_loss,
-        meta_loss=meta_loss,
-        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
-        has_aux=has_aux,
+    return gradient_learner(
+        task_loss, adapt=adapt, adapt_trajectory=adapt_trajectory, has_aux=has_aux
     )
 
 

@@ -93,6 +93,36 @@ def mean_over_tasks(task_loss: Callable[[Params, Task], Any]) -> Callable[[Param
     return meta_loss
 
 
+def identity(params: Params) -> Params:
+    return params
+
+
+def gradient_learner(
+    task_loss: Callable[[Params, Task], Any],
+    *,
+    adapt: Callable[..., Params],
+    adapt_trajectory: Callable[..., Any],
+    has_aux: bool,
+    init: Callable[[Params], Params] = identity,
+    model_params: Callable[[Params], Params] = identity,
+) -> MetaLearner:
+    """The learner whose meta-loss is ``task_loss`` averaged over a task batch and whose
+    meta-gradient is that mean's gradient: every algorithm's but those whose objective follows
+    a schedule (MAML++) or whose update is no gradient (Reptile). The meta-parameters are the
+    model parameters unless ``init`` and ``model_params`` say otherwise."""
+    meta_loss = mean_over_tasks(task_loss)
+    return MetaLearner(
+        init=init,
+        model_params=model_params,
+        adapt=adapt,
+        adapt_trajectory=adapt_trajectory,
+        task_loss=task_loss,
+        meta_loss=meta_loss,
+        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
+        has_aux=has_aux,
+    )
+
+
 def gradient_step(
     inner_loss: Callable[[Params, Any], Array],
     params: Params,

@@ -16,9 +16,9 @@ from metajax.algorithms.meta_learner import (
     MetaLearner,
     Params,
     cached_factory,
+    gradient_learner,
     gradient_step,
     loss_value,
-    mean_over_tasks,
 )
 from metajax.tasks.task import Task
 
@@ -91,21 +91,17 @@ def meta_sgd(
     def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(adapt(meta_params, task.support), task.query)
 
-    meta_loss = mean_over_tasks(task_loss)
-
     def init(params: Params) -> Params:
         inner_lrs = jax.tree.map(lambda p: jnp.full_like(p, initial_lr), params)
         return {"params": params, "inner_lrs": inner_lrs}
 
-    return MetaLearner(
-        init=init,
-        model_params=lambda meta_params: meta_params["params"],
+    return gradient_learner(
+        task_loss,
         adapt=adapt,
         adapt_trajectory=adapt_trajectory,
-        task_loss=task_loss,
-        meta_loss=meta_loss,
-        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
         has_aux=has_aux,
+        init=init,
+        model_params=lambda meta_params: meta_params["params"],
     )
 
 

@@ -14,7 +14,7 @@ from metajax.algorithms.meta_learner import (
     MetaLearner,
     Params,
     cached_factory,
-    mean_over_tasks,
+    gradient_learner,
 )
 from metajax.tasks.task import Task
 
@@ -51,12 +51,11 @@ def pretrain(
         )
         return loss_fn(params, examples)
 
-    meta_loss = mean_over_tasks(task_loss)
-
-    return fine_tune._replace(
-        task_loss=task_loss,
-        meta_loss=meta_loss,
-        meta_grad=jax.value_and_grad(meta_loss, has_aux=has_aux),
+    return gradient_learner(
+        task_loss,
+        adapt=fine_tune.adapt,
+        adapt_trajectory=fine_tune.adapt_trajectory,
+        has_aux=has_aux,
     )
 
 
