@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numeric import central_differences, float64_tasks, linear_loss
 
 import metajax
-from metajax import OptionError, SinusoidDistribution, Task, maml, maml_plus_plus
+from metajax import OptionError, Task, maml, maml_plus_plus
 from metajax.algorithms.maml_plus_plus import step_loss_weights
 
 
@@ -34,16 +35,6 @@ def test_loss_weights_anneal_as_in_maml_plus_plus_code():
     # Past the annealing, and without it, the last step's loss alone.
     for weights in (step_loss_weights(jnp.int32(1000), 5, 1000), step_loss_weights(0, 5, 0)):
         np.testing.assert_array_equal(weights, [0, 0, 0, 0, 1])
-
-
-def linear_loss(params, batch):
-    x, y = batch
-    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
-
-
-def float64_tasks(num_tasks=3, shots=5):
-    tasks = SinusoidDistribution().sample_tasks(jax.random.key(1), num_tasks, shots, 7)
-    return jax.tree.map(lambda leaf: leaf.astype(jnp.float64), tasks)
 
 
 LINEAR = {"w": jnp.array([[0.4]]), "b": jnp.array([0.2])}
@@ -87,20 +78,8 @@ def test_each_step_takes_its_own_learned_step_sizes():
         )
         # The meta-gradient, step sizes included, equals central differences.
         _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
-        eps = 1e-6
-        for part, key in (("inner_lrs", "w"), ("inner_lrs", "b"), ("params", "w")):
-            for index in np.ndindex(meta_params[part][key].shape):
-                moved = [
-                    {
-                        **meta_params,
-                        part: {**meta_params[part], key: meta_params[part][key].at[index].add(s)},
-                    }
-                    for s in (eps, -eps)
-                ]
-                up, down = (float(learner.meta_loss(m, tasks)) for m in moved)
-                np.testing.assert_allclose(
-                    grads[part][key][index], (up - down) / (2 * eps), rtol=1e-6
-                )
+        numeric = central_differences(learner.meta_loss, meta_params, tasks)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), grads, numeric)
 
 
 def test_with_every_option_off_it_is_maml():
@@ -220,21 +199,10 @@ def test_per_step_parameters_take_copy_i_at_step_i_and_do_not_adapt():
         )
         assert learner.model_params(meta_params)["scale"] == 1.0
 
-        # Every copy's meta-gradient equals central differences.
+        # Every copy's meta-gradient, and the rest's, equals central differences.
         _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
-        eps = 1e-6
-        for i in range(2):
-            moved = [
-                {
-                    **meta_params,
-                    "per_step": {**meta_params["per_step"], "scale": copies.at[i, 0].add(s)},
-                }
-                for s in (eps, -eps)
-            ]
-            up, down = (float(learner.meta_loss(m, tasks)) for m in moved)
-            np.testing.assert_allclose(
-                grads["per_step"]["scale"][i, 0], (up - down) / (2 * eps), rtol=1e-6
-            )
+        numeric = central_differences(learner.meta_loss, meta_params, tasks)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), grads, numeric)
 
 
 def test_the_default_pattern_picks_conv4_batch_norm_and_nothing_in_the_mlp():
