@@ -110,6 +110,8 @@ def test_every_option_reaches_the_config():
         "3",
         "--meta-batch-size",
         "8",
+        "--micro-batches",
+        "2",
         "--shots",
         "5",
         "--query-shots",
@@ -162,6 +164,7 @@ def test_every_option_reaches_the_config():
         "training": {
             "meta_steps": 123,
             "meta_batch_size": 8,
+            "micro_batches": 2,
             "meta_lr": 0.002,
             "seed": 9,
             "log_every": 7,

@@ -109,5 +109,6 @@ def test_the_library_raises_an_out_of_memory_error_with_the_python_names(tmp_pat
     assert error.sizes["hidden_sizes"] == (width, width)
     assert str(error).endswith(
         "The sizes that set it: meta_batch_size=4, steps_per_call=1000, shots=20, "
-        f"query_shots=20, hidden_sizes={width} {width}, inner_steps=1; choose smaller ones"
+        f"query_shots=20, hidden_sizes={width} {width}, inner_steps=1; choose smaller ones, "
+        "or split each meta-batch with micro_batches=M"
     )

@@ -48,6 +48,7 @@ from metajax.loaded_run import LoadedRun as LoadedRun
 from metajax.loaded_run import load as load
 from metajax.memory import OutOfMemoryError as OutOfMemoryError
 from metajax.metrics import MetricsSink as MetricsSink
+from metajax.micro_batching import micro_batched as micro_batched
 from metajax.models import MLP as MLP
 from metajax.models import Conv4 as Conv4
 from metajax.models import conv2d as conv2d
@@ -61,6 +62,7 @@ from metajax.run_dir import RunDirError as RunDirError
 from metajax.runs import plot as plot
 from metajax.runs import resume as resume
 from metajax.runs import train as train
+from metajax.sharding import task_mesh as task_mesh
 from metajax.stop_signals import Interrupted as Interrupted
 from metajax.tasks.class_sampler import ClassPool as ClassPool
 from metajax.tasks.class_sampler import class_pool as class_pool
@@ -143,6 +145,7 @@ __all__ = [
     "mean_and_ci95",
     "meta_sgd",
     "meta_train",
+    "micro_batched",
     "mlp",
     "mse_loss",
     "plot",
@@ -153,6 +156,7 @@ __all__ = [
     "reptile",
     "resume",
     "sample_classification_tasks",
+    "task_mesh",
     "train",
     "train_steps",
 ]

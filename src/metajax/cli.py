@@ -47,6 +47,17 @@ def _run_directory(args: argparse.Namespace, config: RunConfig) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
+    try:
+        return _train_or_resume(args)
+    except OptionError as error:
+        if error.name not in ("devices", "meta_batch_size"):
+            raise
+        # The devices a run is sharded over are checked when it starts, before it writes.
+        parser: argparse.ArgumentParser = args.train_parser
+        parser.error(f"argument {flag_name(error.name)}: {error.problem}")
+
+
+def _train_or_resume(args: argparse.Namespace) -> int:
     progress, plots = (
         not cli_flags.run_option(args, "no_progress"),
         not cli_flags.run_option(args, "no_plots"),
@@ -66,7 +77,13 @@ def _train(args: argparse.Namespace) -> int:
             return 0
         args.started_run = args.resume
         tensorboard = cli_flags.run_option(args, "tensorboard")
-        summary = runs.resume(args.resume, progress=progress, plots=plots, tensorboard=tensorboard)
+        summary = runs.resume(
+            args.resume,
+            progress=progress,
+            plots=plots,
+            tensorboard=tensorboard,
+            devices=cli_flags.run_option(args, "devices"),
+        )
         print(_summary_line(summary, args.resume))
         return 0
     if args.config is not None:
@@ -96,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
         tensorboard=bool(cli_flags.run_option(args, "tensorboard")),
         progress=progress,
         plots=plots,
+        devices=cli_flags.run_option(args, "devices"),
     )
     print(_summary_line(summary, out))
     return 0
@@ -107,8 +125,10 @@ def _summary_line(summary: dict, out: str) -> str:
         speed = "no meta-steps were left to take"
     else:
         taken = summary["meta_steps"] - (resumed or 0)
+        devices = summary.get("devices", 1)
         speed = (
             f"{taken} meta-steps at {summary['meta_steps_per_second']:,.0f} steps/s "
+            f"{f'on {devices} devices ' if devices > 1 else ''}"
             f"({summary['train_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s)"
         )
     return (

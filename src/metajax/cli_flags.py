@@ -247,11 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The options of registry.RUN_OPTIONS: where a new run goes and what it shows.
+# The options of registry.RUN_OPTIONS: where a new run goes, what it runs on and what it shows.
 _RUN_OPTION_HELP: dict[str, dict[str, Any]] = {
     "out": {"metavar": "DIR", "help": "run directory (default: runs/NAME)"},
     "name": {"help": "run name, for runs/NAME (default: FAMILY-PRESET-TIME)"},
     "overwrite": {"help": "replace the files of an earlier run in DIR, its checkpoints included"},
+    "devices": {
+        "metavar": "N",
+        "type": int,
+        "help": "share each task batch among the first N devices (default: all of them; the "
+        "meta-batch size must be a multiple of N)",
+    },
     "tensorboard": {
         "action": argparse.BooleanOptionalAction,
         "help": "also log the metrics for TensorBoard, in RUN_DIR/tensorboard (default: off; "
@@ -276,7 +282,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_option(args: argparse.Namespace, name: str) -> Any:
-    return getattr(args, name, None if name in ("out", "name", "tensorboard") else False)
+    return getattr(args, name, None if name in ("out", "name", "devices", "tensorboard") else False)
 
 
 def train_config(args: argparse.Namespace) -> RunConfig:

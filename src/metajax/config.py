@@ -50,6 +50,12 @@ class TrainSettings(Options):
 
     meta_steps: int = options.integer(20000, "meta-steps (outer-loop updates)")
     meta_batch_size: int = options.integer(4, "tasks per meta-step")
+    micro_batches: int = options.integer(
+        1,
+        "split each meta-batch into M chunks whose meta-gradients are summed one after another, "
+        "so that a large meta-batch fits in memory (same result); M must divide the meta-batch",
+        metavar="M",
+    )
     meta_lr: float = options.number(1e-3, "Adam step size of the meta-parameters", metavar="LR")
     seed: int = options.integer(
         0, "seed of every random number in the run", minimum=0, maximum=MAX_SEED
@@ -68,6 +74,15 @@ class TrainSettings(Options):
         "validation tasks scored at every checkpoint, after the training's inner steps (0: none)",
         minimum=0,
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.meta_batch_size % self.micro_batches:
+            raise OptionError(
+                "micro_batches",
+                f"a divisor of meta_batch_size ({self.meta_batch_size})",
+                self.micro_batches,
+            )
 
 
 SECTIONS = ("task", "hparams", "training")

@@ -36,6 +36,8 @@ class OutOfMemoryError(MemoryError):
         if self.sizes:
             shown = ", ".join(f"{name(key)}{_show(value)}" for key, value in self.sizes.items())
             message += f". The sizes that set it: {shown}; choose smaller ones"
+            if "meta_batch_size" in self.sizes:
+                message += f", or split each meta-batch with {name('micro_batches')}M"
         return message
 
     def with_sizes(self, sizes: Mapping[str, Any]) -> "OutOfMemoryError":

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 PLUGIN_GROUP = "metajax.plugins"
 
-RUN_OPTIONS = ("out", "name", "overwrite", "tensorboard", "no_plots", "no_progress")
+RUN_OPTIONS = ("out", "name", "overwrite", "devices", "tensorboard", "no_plots", "no_progress")
 """The command line's options of a new run (not settings: they do not change its numbers)."""
 
 _FAMILIES: dict[str, type["TaskFamily"]] = {}

@@ -17,8 +17,18 @@ import equinox as eqx
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from metajax import checkpoints, memory, metrics, options, registry, run_dir, training_run
+from metajax import (
+    checkpoints,
+    memory,
+    metrics,
+    options,
+    registry,
+    run_dir,
+    sharding,
+    training_run,
+)
 from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
 from metajax.config import (
     INIT_STREAM,
@@ -30,6 +40,7 @@ from metajax.config import (
 )
 from metajax.loaded_run import existing_run_dir, family_loss, load, run_config
 from metajax.memory import OutOfMemoryError
+from metajax.micro_batching import micro_batched
 from metajax.options import Integer, Options, Sizes, declared
 from metajax.stop_signals import StopSignals
 from metajax.training import TaskSampler, TrainState, init_train_state
@@ -64,7 +75,9 @@ def build(config: RunConfig) -> Setup:
         params=params,
         static=static,
         loss_fn=loss_fn,
-        learner=config.algorithm.make(loss_fn, has_aux=True),
+        learner=micro_batched(
+            config.algorithm.make(loss_fn, has_aux=True), config.training.micro_batches
+        ),
         optimizer=optax.adam(config.training.meta_lr),
         sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
         train_key=stream_key(config.training.seed, TRAIN_STREAM),
@@ -96,6 +109,7 @@ def train(
     plots: bool = True,
     tensorboard: bool = False,
     sinks: Sequence[metrics.MetricsSink] = (),
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Meta-trains as ``config`` says and writes the run directory ``out``.
 
@@ -108,10 +122,14 @@ def train(
       tensorboard: also write the metrics for TensorBoard, in ``out/tensorboard`` (needs
         tensorboardX).
       sinks: more places for the metrics (see :class:`metajax.metrics.MetricsSink`).
+      devices: how many of ``jax.devices()`` share each task batch (all of them by default;
+        see :mod:`metajax.sharding`); the meta-batch size must be a multiple of it. The
+        result is the same on any number, up to the order of float additions.
 
     Returns:
       The summary (``summary.json``): the final meta-loss (the mean over the last 1000
-      meta-steps), the meta-steps per second and the compile and training times.
+      meta-steps), the meta-steps per second, the compile and training times and the number
+      of devices.
 
     Raises:
       ValueError: if the config's family or algorithm is not registered.
@@ -123,6 +141,7 @@ def train(
       metajax.Diverged: a meta-loss or meta-gradient was not finite.
     """
     _check_registered(config)
+    mesh = _task_mesh(config, devices)
     if tensorboard:
         metrics.tensorboard_writer()  # fail before anything is written
     data = config.task.prepare()
@@ -132,7 +151,7 @@ def train(
     run_dir.write_json(out / run_dir.CONFIG, values)
     if data is not None:
         run_dir.write_json(out / run_dir.DATA, data)
-    return _train(config, values, out, False, progress, plots, tensorboard, sinks)
+    return _train(config, values, out, False, progress, plots, tensorboard, sinks, mesh)
 
 
 def _check_registered(config: RunConfig) -> None:
@@ -157,12 +176,15 @@ def resume(
     plots: bool = True,
     tensorboard: bool | None = None,
     sinks: Sequence[metrics.MetricsSink] = (),
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Continues the run in ``out`` from its newest checkpoint, with its saved config.
 
     The result is bit for bit the run that was never stopped. A finished run (one with
     ``summary.json``) is left alone and its summary returned. TensorBoard logging continues if
-    the run has a ``tensorboard`` directory, unless ``tensorboard`` says otherwise.
+    the run has a ``tensorboard`` directory, unless ``tensorboard`` says otherwise. A run may
+    resume on another number of ``devices`` than it started on (see :func:`train`); it is
+    then the same run up to the order of float additions.
 
     Raises:
       RunDirError: if ``out`` is not a run directory or its config cannot be read.
@@ -173,6 +195,7 @@ def resume(
     config = run_config(out)
     if finished(out):
         return run_dir.read_json(out / run_dir.SUMMARY)
+    mesh = _task_mesh(config, devices)
     if tensorboard is None:
         tensorboard = (out / run_dir.TENSORBOARD).is_dir()
     if tensorboard:
@@ -181,7 +204,14 @@ def resume(
     _check_traceable(config)
     # Checkpoints record the config as config.json holds it, in the format it was written in.
     values = run_dir.read_json(out / run_dir.CONFIG)
-    return _train(config, values, out, True, progress, plots, tensorboard, sinks)
+    return _train(config, values, out, True, progress, plots, tensorboard, sinks, mesh)
+
+
+def _task_mesh(config: RunConfig, devices: int | None) -> Mesh | None:
+    """The mesh a run shards its task batches over (``None`` on one device: no sharding)."""
+    mesh = sharding.task_mesh(devices)
+    sharding.check_divisible(config.training.meta_batch_size, mesh)
+    return mesh if mesh.size > 1 else None
 
 
 def _check_data(out: Path, data: dict[str, Any] | None) -> None:
@@ -228,6 +258,7 @@ def _train(
     plots: bool,
     tensorboard: bool,
     sinks: Sequence[metrics.MetricsSink],
+    mesh: Mesh | None,
 ) -> dict[str, Any]:
     steps = config.training.meta_steps
     try:
@@ -252,6 +283,7 @@ def _train(
                 stop=stop,
                 sinks=all_sinks,
                 steps_per_draw=config.task.steps_per_draw,
+                mesh=mesh,
                 validate=_validator(config, setup),
             )
             run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
@@ -270,6 +302,7 @@ def _train(
                 "meta_steps_per_second": (
                     round(trained / outcome.train_seconds, 1) if trained else None
                 ),
+                "devices": 1 if mesh is None else mesh.size,
             }
             run_dir.write_json(out / run_dir.SUMMARY, summary)
     except OutOfMemoryError as error:

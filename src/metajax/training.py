@@ -11,10 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import Array, lax
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from metajax import _validation, memory
+from metajax import _validation, memory, sharding
 from metajax.algorithms.meta_learner import MetaLearner, Params
+from metajax.micro_batching import task_count
 from metajax.tasks.task import Task
 
 TaskSampler = Callable[[Array], Task]
@@ -62,6 +64,7 @@ def train_steps(
     state: TrainState,
     meta_steps: int,
     steps_per_draw: int | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, Array]:
     """Takes ``meta_steps`` meta-steps; pure, meant to run under ``jax.jit``.
 
@@ -69,13 +72,14 @@ def train_steps(
     vectorised call, then a ``lax.scan`` takes one optimizer step on the meta-gradient of each
     batch. Drawing many at once is several times cheaper on a CPU for small tasks; drawing few
     bounds the memory the task batches take. Meta-step ``i`` trains on the tasks of
-    ``sample_tasks(fold_in(state.key, i))`` either way.
+    ``sample_tasks(fold_in(state.key, i))`` either way. With a ``mesh`` (see
+    :mod:`metajax.sharding`), each batch is sharded over its ``tasks`` axis.
 
     Returns:
       The new state and the meta-loss of every step, shape ``[meta_steps]``.
     """
     new_state, losses, _, _ = _train_steps(
-        learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, check_grads=False
+        learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, mesh, False
     )
     return new_state, losses
 
@@ -93,6 +97,7 @@ def _train_steps(
     state: TrainState,
     meta_steps: int,
     steps_per_draw: int | None,
+    mesh: Mesh | None,
     check_grads: bool,
 ) -> tuple[TrainState, Array, dict[str, Array], Array | None]:
     """:func:`train_steps`, with each step's aux metrics (``{}`` without ``has_aux``), and with
@@ -113,7 +118,10 @@ def _train_steps(
     def draw_and_train(carry: Carry, first_step: Array, count: int) -> tuple[Carry, StepOutputs]:
         steps = first_step + jnp.arange(count, dtype=jnp.int32)
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(state.key, steps)
-        return lax.scan(meta_step, carry, (steps, jax.vmap(sample_tasks)(step_keys)))
+        tasks = jax.vmap(sample_tasks)(step_keys)
+        if mesh is not None:  # each device draws and adapts its share of every batch
+            tasks = lax.with_sharding_constraint(tasks, sharding.task_sharded(mesh, 1))
+        return lax.scan(meta_step, carry, (steps, tasks))
 
     carry = (state.meta_params, state.opt_state)
     draw = meta_steps if steps_per_draw is None else min(steps_per_draw, meta_steps)
@@ -144,13 +152,14 @@ def _train_steps_on(
     state: TrainState,
     meta_steps: int,
     steps_per_draw: int | None,
+    mesh: Mesh | None,
     check_grads: bool,
 ) -> tuple[TrainState, Array, dict[str, Array], Array | None]:
     """:func:`_train_steps` with the sampler split by ``eqx.partition`` into its arrays, which
     are traced, and the rest, which is static."""
     sample_tasks = eqx.combine(sampler_data, sampler_static)
     return _train_steps(
-        learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, check_grads
+        learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, mesh, check_grads
     )
 
 
@@ -216,6 +225,7 @@ def meta_train(
     checkpoint_every: int | None = None,
     progress: bool = True,
     on_chunk: OnChunk | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainResult:
     """Meta-trains for ``meta_steps`` steps, at most ``steps_per_call`` of them per compiled call.
 
@@ -237,13 +247,18 @@ def meta_train(
       progress: show a progress bar (on stderr) with the running meta-loss.
       on_chunk: called after each compiled call with the state after it, that call's
         meta-losses and its aux metrics (float64 numpy, as in :class:`TrainResult`).
+      mesh: shard every task batch over this mesh's ``tasks`` axis, with the state and the
+        sampler's data replicated on its devices (see :mod:`metajax.sharding`); the number of
+        tasks of a batch must be a multiple of its number of devices. By default everything
+        runs on the default device.
 
     Returns:
       A :class:`TrainResult`.
 
     Raises:
       OptionError: if ``meta_steps``, ``steps_per_call``, ``steps_per_draw`` or
-        ``checkpoint_every`` is not a positive integer.
+        ``checkpoint_every`` is not a positive integer, or (``meta_batch_size``) the tasks of a
+        batch do not divide evenly over the devices of ``mesh``.
       OutOfMemoryError: if a compiled call needs more memory than the device has; nothing has
         run then.
       NonFiniteError: after the first compiled call with a non-finite meta-loss or
@@ -259,7 +274,14 @@ def meta_train(
     first_step = int(state.step)
 
     sampler_data, sampler_static = eqx.partition(sample_tasks, eqx.is_array)
-    run = jax.jit(_train_steps_on, static_argnums=(0, 1, 2, 5, 6, 7))
+    out_shardings = None
+    if mesh is not None:
+        sharding.check_divisible(task_count(jax.eval_shape(sample_tasks, state.key)), mesh)
+        out_shardings = sharding.replicated(mesh)
+        state, sampler_data = jax.device_put((state, sampler_data), out_shardings)
+    run = jax.jit(
+        _train_steps_on, static_argnums=(0, 1, 2, 5, 6, 7, 8), out_shardings=out_shardings
+    )
     compile_seconds = 0.0
     compiled = {}
     for size in sorted(
@@ -275,6 +297,7 @@ def meta_train(
             state,
             size,
             steps_per_draw,
+            mesh,
             False,
             what="meta-training",
         )
@@ -302,6 +325,7 @@ def meta_train(
                     state,
                     size,
                     steps_per_draw,
+                    mesh,
                     True,
                 )
                 _raise_non_finite(state, replay[0], replay[1], replay[3])

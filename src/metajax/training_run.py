@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from metajax import checkpoints, metrics, run_dir
 from metajax.algorithms.meta_learner import MetaLearner
@@ -87,6 +88,7 @@ def run(
     stop: StopSignals | None = None,
     sinks: Sequence[metrics.MetricsSink] = (),
     steps_per_draw: int | None = None,
+    mesh: Mesh | None = None,
     validate: Callable[[Any], dict[str, float]] | None = None,
 ) -> RunOutcome:
     """Meta-trains in the run directory ``out``, or resumes the run there.
@@ -114,7 +116,7 @@ def run(
         ``run`` handles signals itself, from start to end.
       sinks: more places for the metrics records than ``metrics.jsonl`` (see
         :class:`metajax.metrics.MetricsSink`).
-      steps_per_draw: as for :func:`~metajax.meta_train`.
+      steps_per_draw, mesh: as for :func:`~metajax.meta_train`.
       validate: ``validate(meta_params) -> {name: value}``, scores of the meta-parameters on
         validation tasks; called at every ``checkpoint_every`` meta-steps and at the end,
         before the checkpoint, and written as a record of its own at that step.
@@ -144,6 +146,7 @@ def run(
                 stop=stop,
                 sinks=sinks,
                 steps_per_draw=steps_per_draw,
+                mesh=mesh,
                 validate=validate,
             )
     out = Path(out)
@@ -237,6 +240,7 @@ def run(
                     meta_steps=settings.meta_steps - first_step,
                     steps_per_call=settings.steps_per_call,
                     steps_per_draw=steps_per_draw,
+                    mesh=mesh,
                     checkpoint_every=settings.checkpoint_every,
                     progress=progress,
                     on_chunk=on_chunk,

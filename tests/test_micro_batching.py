@@ -1,0 +1,64 @@
+"""Micro-batching: the meta-gradient of a task batch taken in chunks equals the whole batch's,
+for every algorithm, and a number of chunks that does not divide the batch is refused."""
+
+import jax
+import numpy as np
+import pytest
+
+import metajax
+from metajax.micro_batching import micro_batched
+from metajax.runs import build
+
+ALGORITHMS = {
+    "maml": {},
+    "reptile": {"inner_steps": 2},
+    "meta-sgd": {},
+    "anil": {},
+    "maml++": {"inner_steps": 2, "anneal_steps": 20, "first_order_steps": 5},
+    "imaml": {"inner_steps": 2, "cg_steps": 3},
+    "pretrain": {},
+}
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_chunks_give_the_whole_batchs_meta_loss_and_meta_gradient(name):
+    config = metajax.presets("sinusoid")["tutorial"].with_algorithm(name)
+    setup = build(config.replace(meta_batch_size=12, **ALGORITHMS[name]))
+    meta_params = setup.learner.init(setup.params)
+    tasks = setup.sample_tasks(jax.random.key(1))
+    schedule = (jax.numpy.int32(3),) if setup.learner.uses_meta_step else ()
+    whole = jax.jit(setup.learner.meta_grad)(meta_params, tasks, *schedule)
+    for chunks in (2, 3, 12):
+        chunked = jax.jit(micro_batched(setup.learner, chunks).meta_grad)
+        in_chunks = chunked(meta_params, tasks, *schedule)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(b, a, rtol=2e-6, atol=1e-7), whole, in_chunks
+        )
+
+
+def test_one_chunk_is_the_learner_itself_and_errors_name_the_setting():
+    setup = build(metajax.presets("sinusoid")["tutorial"])
+    learner = setup.learner
+    assert micro_batched(learner, 1) is learner
+    with pytest.raises(metajax.OptionError, match=r"^`micro_batches` must be an integer >= 1"):
+        micro_batched(learner, 0)
+    tasks = setup.sample_tasks(jax.random.key(0))
+    with pytest.raises(
+        metajax.OptionError,
+        match=r"^`micro_batches` must be a divisor of the meta-batch's 4 tasks, got 3$",
+    ):
+        micro_batched(learner, 3).meta_grad(learner.init(setup.params), tasks)
+    with pytest.raises(
+        metajax.OptionError, match=r"^`micro_batches` must be a divisor of meta_batch_size \(25\)"
+    ):
+        metajax.presets("sinusoid")["finn2017"].replace(micro_batches=4)
+
+
+def test_a_micro_batched_run_trains_like_the_whole_batch(tmp_path):
+    config = metajax.presets("sinusoid")["tutorial"].replace(
+        meta_batch_size=8, meta_steps=40, steps_per_call=20, log_every=10
+    )
+    metajax.train(config, tmp_path / "whole", progress=False, plots=False)
+    metajax.train(config.replace(micro_batches=4), tmp_path / "chunks", progress=False, plots=False)
+    whole, chunks = (metajax.load(tmp_path / name).meta_params for name in ("whole", "chunks"))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6), whole, chunks)
