@@ -1,12 +1,14 @@
 """Micro-batching: the meta-gradient of a task batch taken in chunks equals the whole batch's,
-for every algorithm, and a number of chunks that does not divide the batch is refused."""
+for every algorithm, a number of chunks that does not divide the batch is refused, and the
+automatic number keeps each device's chunk within 256 tasks on a CPU."""
 
 import jax
 import numpy as np
 import pytest
 
 import metajax
-from metajax.micro_batching import micro_batched
+from metajax import run_dir
+from metajax.micro_batching import automatic_micro_batches, micro_batched
 from metajax.runs import build
 
 ALGORITHMS = {
@@ -62,3 +64,31 @@ def test_a_micro_batched_run_trains_like_the_whole_batch(tmp_path):
     metajax.train(config.replace(micro_batches=4), tmp_path / "chunks", progress=False, plots=False)
     whole, chunks = (metajax.load(tmp_path / name).meta_params for name in ("whole", "chunks"))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6), whole, chunks)
+    # The default, automatic, takes the batch of 8 whole; the summary says what was chosen.
+    assert run_dir.read_json(tmp_path / "whole" / run_dir.SUMMARY)["micro_batches"] == 1
+    assert run_dir.read_json(tmp_path / "chunks" / run_dir.SUMMARY)["micro_batches"] == 4
+
+
+@pytest.mark.parametrize(
+    ("meta_batch_size", "devices", "chunks"),
+    [
+        (25, 1, 1),
+        (256, 1, 1),  # within one chunk
+        (512, 1, 2),
+        (1024, 1, 4),
+        (4096, 1, 16),
+        (600, 1, 3),  # 2 chunks would hold 300 tasks
+        (1024, 8, 1),  # 128 tasks a device
+        (4096, 2, 8),
+        (1031, 1, 1),  # a prime: only chunks of 1 task, too small to be worth it
+        (514, 1, 1),  # 2 x 257: chunks of 257 are too large, of 2 too small
+    ],
+)
+def test_automatic_micro_batches_keep_each_devices_chunk_within_256_tasks(
+    meta_batch_size, devices, chunks
+):
+    assert jax.default_backend() == "cpu"
+    assert automatic_micro_batches(meta_batch_size, devices) == chunks
+    config = metajax.presets("sinusoid")["tutorial"].replace(meta_batch_size=meta_batch_size)
+    assert config.training.micro_batches == 0
+    assert build(config, devices).micro_batches == chunks

@@ -6,10 +6,21 @@ import os
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from metajax import cli_flags, download, harness, predict, registry, reports, run_dir, runs
+from metajax import (
+    cli_flags,
+    download,
+    harness,
+    multi_process,
+    predict,
+    registry,
+    reports,
+    run_dir,
+    runs,
+)
 from metajax._validation import OptionError
 from metajax.config import RunConfig, load_config
 from metajax.image_data import DataError
@@ -48,11 +59,16 @@ def _run_directory(args: argparse.Namespace, config: RunConfig) -> str:
 
 def _train(args: argparse.Namespace) -> int:
     try:
+        # Before anything else touches JAX: joining must come before its first computation.
+        multi_process.initialize(
+            *(cli_flags.run_option(args, name) for name in registry.PROCESS_OPTIONS[1:]),
+            detect_cluster=cli_flags.run_option(args, "distributed"),
+        )
         return _train_or_resume(args)
     except OptionError as error:
-        if error.name not in ("devices", "meta_batch_size"):
+        if error.name not in ("devices", "meta_batch_size", *registry.PROCESS_OPTIONS):
             raise
-        # The devices a run is sharded over are checked when it starts, before it writes.
+        # The processes and devices a run is sharded over are checked when it starts.
         parser: argparse.ArgumentParser = args.train_parser
         parser.error(f"argument {flag_name(error.name)}: {error.problem}")
 
@@ -84,7 +100,7 @@ def _train_or_resume(args: argparse.Namespace) -> int:
             tensorboard=tensorboard,
             devices=cli_flags.run_option(args, "devices"),
         )
-        print(_summary_line(summary, args.resume))
+        _print_summary(summary, args.resume)
         return 0
     if args.config is not None:
         if args.family is not None:
@@ -115,8 +131,13 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         plots=plots,
         devices=cli_flags.run_option(args, "devices"),
     )
-    print(_summary_line(summary, out))
+    _print_summary(summary, out)
     return 0
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    if multi_process.is_writer():  # once for a multi-process run
+        print(_summary_line(summary, out))
 
 
 def _summary_line(summary: dict, out: str) -> str:
@@ -125,10 +146,12 @@ def _summary_line(summary: dict, out: str) -> str:
         speed = "no meta-steps were left to take"
     else:
         taken = summary["meta_steps"] - (resumed or 0)
-        devices = summary.get("devices", 1)
+        devices, processes = summary.get("devices", 1), summary.get("processes", 1)
+        where = f"on {devices} devices " if devices > 1 else ""
+        if processes > 1:
+            where = f"on {devices} devices of {processes} processes "
         speed = (
-            f"{taken} meta-steps at {summary['meta_steps_per_second']:,.0f} steps/s "
-            f"{f'on {devices} devices ' if devices > 1 else ''}"
+            f"{taken} meta-steps at {summary['meta_steps_per_second']:,.0f} steps/s {where}"
             f"({summary['train_seconds']:.1f} s, compile {summary['compile_seconds']:.1f} s)"
         )
     return (
@@ -220,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_status
     except OutOfMemoryError as error:
         print(f"metajax: error: {error.explain(lambda n: flag_name(n) + ' ')}", file=sys.stderr)
-        return 1
+        return _failed(1)
     # Diverged: a non-finite meta-loss. OSError: a path that cannot be written or read.
     # OptionError: a setting refused by the library itself, not by a flag's check.
     except (
@@ -232,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         MissingDependencyError,
         OptionError,
         OSError,
+        multi_process.ProcessFailed,
     ) as error:
         print(f"metajax: error: {error}", file=sys.stderr)
-        return 1
+        return _failed(1)
     except KeyboardInterrupt:
         started = getattr(args, "started_run", None)
         hint = (
@@ -244,7 +268,24 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
         print(f"metajax: interrupted{hint}", file=sys.stderr)
-        return 130
+        return _failed(130)
+    except Exception:
+        if not multi_process.joined():
+            raise
+        traceback.print_exc()  # a collective that failed when another process died, say
+        return _failed(1)
+
+
+def _failed(status: int) -> int:
+    """``status``; but a process of a multi-process run exits at once: the others may be
+    waiting for it in a collective, and JAX's shutdown would hold it until its heartbeat timeout
+    (minutes) only to fail then. A run stopped by a signal is not a failure: all its processes
+    stop at the same step, and leave together."""
+    if multi_process.joined():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":

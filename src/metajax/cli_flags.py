@@ -268,21 +268,51 @@ _RUN_OPTION_HELP: dict[str, dict[str, Any]] = {
 }
 NOT_WHEN_RESUMING = ("out", "name", "overwrite")
 
+# The options of registry.PROCESS_OPTIONS; see metajax.multi_process.
+_PROCESS_OPTION_HELP: dict[str, dict[str, Any]] = {
+    "distributed": {
+        "help": "join a multi-process run, with what the flags below leave out taken from the "
+        "cluster JAX detects (SLURM, Open MPI, Kubernetes); any of them also joins one"
+    },
+    "coordinator_address": {
+        "metavar": "HOST:PORT",
+        "help": "the address of process 0, where all processes meet (default: "
+        "$JAX_COORDINATOR_ADDRESS)",
+    },
+    "num_processes": {
+        "metavar": "N",
+        "type": int,
+        "help": "how many processes share the run (default: $JAX_NUM_PROCESSES)",
+    },
+    "process_id": {
+        "metavar": "I",
+        "type": int,
+        "help": "this process's index, 0 to N-1; process 0 writes the run directory, which "
+        "every process must see at the same path (default: $JAX_PROCESS_ID)",
+    },
+}
+
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Where a new run goes and what it shows; accepted before FAMILY and after it. The
-    defaults are left out of the namespace (SUPPRESS), so that FAMILY's parser keeps values
-    given before it; read them with :func:`_run_option`."""
-    group = parser.add_argument_group("run options")
-    for name in registry.RUN_OPTIONS:
-        arguments = {"action": "store_true", **_RUN_OPTION_HELP[name]}
-        if "metavar" in arguments or name == "name":
-            del arguments["action"]
-        group.add_argument(flag_name(name), default=argparse.SUPPRESS, **arguments)
+    """Where a new run goes, what it runs on and what it shows; accepted before FAMILY and
+    after it. The defaults are left out of the namespace (SUPPRESS), so that FAMILY's parser
+    keeps values given before it; read them with :func:`run_option`."""
+    for title, names, helps in (
+        ("run options", registry.RUN_OPTIONS, _RUN_OPTION_HELP),
+        ("multi-process options", registry.PROCESS_OPTIONS, _PROCESS_OPTION_HELP),
+    ):
+        group = parser.add_argument_group(title)
+        for name in names:
+            arguments = {"action": "store_true", **helps[name]}
+            if "metavar" in arguments or name == "name":
+                del arguments["action"]
+            group.add_argument(flag_name(name), default=argparse.SUPPRESS, **arguments)
 
 
 def run_option(args: argparse.Namespace, name: str) -> Any:
-    return getattr(args, name, None if name in ("out", "name", "devices", "tensorboard") else False)
+    """The value of a run option or a multi-process option, or its default."""
+    valued = ("out", "name", "devices", "tensorboard", *registry.PROCESS_OPTIONS[1:])
+    return getattr(args, name, None if name in valued else False)
 
 
 def train_config(args: argparse.Namespace) -> RunConfig:

@@ -51,10 +51,13 @@ class TrainSettings(Options):
     meta_steps: int = options.integer(20000, "meta-steps (outer-loop updates)")
     meta_batch_size: int = options.integer(4, "tasks per meta-step")
     micro_batches: int = options.integer(
-        1,
+        0,
         "split each meta-batch into M chunks whose meta-gradients are summed one after another, "
-        "so that a large meta-batch fits in memory (same result); M must divide the meta-batch",
+        "so that a large meta-batch fits in memory (same result); M must divide the meta-batch; "
+        "0: as many as keep each device's chunk within 256 tasks on a CPU, where larger "
+        "vmapped batches run slower per task, and 1 elsewhere",
         metavar="M",
+        minimum=0,
     )
     meta_lr: float = options.number(1e-3, "Adam step size of the meta-parameters", metavar="LR")
     seed: int = options.integer(
@@ -77,7 +80,7 @@ class TrainSettings(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.meta_batch_size % self.micro_batches:
+        if self.micro_batches and self.meta_batch_size % self.micro_batches:
             raise OptionError(
                 "micro_batches",
                 f"a divisor of meta_batch_size ({self.meta_batch_size})",

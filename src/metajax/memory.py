@@ -53,9 +53,9 @@ def _gib(count: float) -> str:
 
 
 def available_bytes(device: jax.Device | None = None) -> int | None:
-    """The memory a new computation on ``device`` (the default device) may still take, or
+    """The memory a new computation on ``device`` (this process's first device) may take, or
     ``None`` if unknown: an accelerator's free memory, or the host's available memory."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     stats = device.memory_stats()
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))

@@ -4,6 +4,12 @@ Every learner's meta-gradient is a mean over the tasks of its batch, so the mean
 meta-gradients of ``M`` equal chunks is the meta-gradient of the whole batch. Summing them in a
 ``lax.scan`` holds one chunk's intermediate values at a time (the activations of every inner
 step of every task, for MAML), which is what bounds the meta-batch that fits in memory.
+
+On a CPU, chunks also make a large meta-batch fast: XLA's CPU backend runs vmapped batches of
+small matrix products slower per task as the batch grows past a few hundred tasks (the
+sinusoid MLP at meta-batch 4096 whole runs at about half the tasks/s of meta-batch 25; see
+``benchmarks/scaling.py``), and chunks of :data:`CPU_CHUNK_TASKS` tasks restore the speed of
+small batches. :func:`automatic_micro_batches` picks them.
 """
 
 import jax
@@ -13,6 +19,10 @@ from jax import Array, lax
 from metajax import _validation
 from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.tasks.task import Task
+
+CPU_CHUNK_TASKS = 256
+"""The most tasks each device takes at once when the number of micro-batches is automatic on a
+CPU."""
 
 
 def micro_batched(learner: MetaLearner, micro_batches: int) -> MetaLearner:
@@ -68,3 +78,18 @@ def micro_batched(learner: MetaLearner, micro_batches: int) -> MetaLearner:
 def task_count(tasks: Task) -> int:
     """The number of tasks in a batch: the length of its leaves' leading axis."""
     return jax.tree.leaves(tasks)[0].shape[0]
+
+
+def automatic_micro_batches(meta_batch_size: int, devices: int = 1) -> int:
+    """The number of micro-batches that ``micro_batches=0`` (automatic) stands for.
+
+    On a CPU, it is the fewest chunks that give each of the ``devices`` that share a batch at
+    most :data:`CPU_CHUNK_TASKS` tasks at once, if they give it at least a quarter of that (a
+    meta-batch without such a divisor runs whole). On other platforms, whose large batches run
+    fast, it is 1.
+    """
+    share = meta_batch_size // devices
+    if jax.default_backend() != "cpu" or share <= CPU_CHUNK_TASKS:
+        return 1
+    count = next(c for c in range(2, share + 1) if share % c == 0 and share // c <= CPU_CHUNK_TASKS)
+    return count if share // count >= CPU_CHUNK_TASKS // 4 else 1

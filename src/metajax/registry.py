@@ -29,6 +29,9 @@ PLUGIN_GROUP = "metajax.plugins"
 RUN_OPTIONS = ("out", "name", "overwrite", "devices", "tensorboard", "no_plots", "no_progress")
 """The command line's options of a new run (not settings: they do not change its numbers)."""
 
+PROCESS_OPTIONS = ("distributed", "coordinator_address", "num_processes", "process_id")
+"""The command line's options that join a multi-process run (see :mod:`metajax.multi_process`)."""
+
 _FAMILIES: dict[str, type["TaskFamily"]] = {}
 _ALGORITHMS: dict[str, type["Algorithm"]] = {}
 _plugins_loaded = False
@@ -36,7 +39,16 @@ _plugins_loaded = False
 T = TypeVar("T", bound=type[Options])
 
 
-COMMAND_LINE = {"preset", "algorithm", "resume", "config", "help", "version", *RUN_OPTIONS}
+COMMAND_LINE = {
+    "preset",
+    "algorithm",
+    "resume",
+    "config",
+    "help",
+    "version",
+    *RUN_OPTIONS,
+    *PROCESS_OPTIONS,
+}
 """Names the command line uses itself, which no setting may take."""
 
 

@@ -23,6 +23,7 @@ from metajax import (
     checkpoints,
     memory,
     metrics,
+    multi_process,
     options,
     registry,
     run_dir,
@@ -40,7 +41,7 @@ from metajax.config import (
 )
 from metajax.loaded_run import existing_run_dir, family_loss, load, run_config
 from metajax.memory import OutOfMemoryError
-from metajax.micro_batching import micro_batched
+from metajax.micro_batching import automatic_micro_batches, micro_batched
 from metajax.options import Integer, Options, Sizes, declared
 from metajax.stop_signals import StopSignals
 from metajax.training import TaskSampler, TrainState, init_train_state
@@ -49,8 +50,8 @@ from metajax.training_run import FINAL_LOSS_WINDOW
 
 class Setup(NamedTuple):
     """What a config builds for training: the model's parameters, the rest of the model, the
-    loss, the learner, the outer optimizer (Adam at ``meta_lr``), the task sampler and the key
-    of the training tasks."""
+    loss, the learner (in ``micro_batches`` chunks), the outer optimizer (Adam at ``meta_lr``),
+    the task sampler and the key of the training tasks."""
 
     params: Params
     static: Any
@@ -59,28 +60,31 @@ class Setup(NamedTuple):
     optimizer: optax.GradientTransformation
     sample_tasks: TaskSampler
     train_key: jax.Array
+    micro_batches: int
 
     def initial_state(self) -> TrainState:
         """The state before the first meta-step."""
         return init_train_state(self.learner, self.optimizer, self.params, self.train_key)
 
 
-def build(config: RunConfig) -> Setup:
-    """Builds the initial model, the learner and the task sampler for a config."""
+def build(config: RunConfig, devices: int = 1) -> Setup:
+    """Builds the initial model, the learner and the task sampler for a config whose task
+    batches ``devices`` devices share (which sets the automatic number of micro-batches)."""
     with memory.converted("building the model"):
         model = config.task.build_model(stream_key(config.training.seed, INIT_STREAM))
     params, static = eqx.partition(model, eqx.is_inexact_array)
     loss_fn = family_loss(config.task, static)
+    training = config.training
+    chunks = training.micro_batches or automatic_micro_batches(training.meta_batch_size, devices)
     return Setup(
         params=params,
         static=static,
         loss_fn=loss_fn,
-        learner=micro_batched(
-            config.algorithm.make(loss_fn, has_aux=True), config.training.micro_batches
-        ),
+        learner=micro_batched(config.algorithm.make(loss_fn, has_aux=True), chunks),
         optimizer=optax.adam(config.training.meta_lr),
         sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
         train_key=stream_key(config.training.seed, TRAIN_STREAM),
+        micro_batches=chunks,
     )
 
 
@@ -113,6 +117,10 @@ def train(
 ) -> dict[str, Any]:
     """Meta-trains as ``config`` says and writes the run directory ``out``.
 
+    In a multi-process run (see :mod:`metajax.multi_process`), every process calls this with
+    the same arguments; process 0 alone writes ``out`` and draws the figures, and every process
+    returns the summary.
+
     Args:
       config: the run's settings.
       out: the run directory; an earlier run there is an error unless ``overwrite``.
@@ -122,14 +130,15 @@ def train(
       tensorboard: also write the metrics for TensorBoard, in ``out/tensorboard`` (needs
         tensorboardX).
       sinks: more places for the metrics (see :class:`metajax.metrics.MetricsSink`).
-      devices: how many of ``jax.devices()`` share each task batch (all of them by default;
-        see :mod:`metajax.sharding`); the meta-batch size must be a multiple of it. The
-        result is the same on any number, up to the order of float additions.
+      devices: how many of ``jax.devices()`` share each task batch (all of them by default,
+        and all of every process's in a multi-process run; see :mod:`metajax.sharding`); the
+        meta-batch size must be a multiple of it. The result is the same on any number, up to
+        the order of float additions.
 
     Returns:
       The summary (``summary.json``): the final meta-loss (the mean over the last 1000
-      meta-steps), the meta-steps per second, the compile and training times and the number
-      of devices.
+      meta-steps), the meta-steps per second, the compile and training times, the numbers
+      of devices and processes, and the number of micro-batches (as chosen, when automatic).
 
     Raises:
       ValueError: if the config's family or algorithm is not registered.
@@ -146,11 +155,13 @@ def train(
         metrics.tensorboard_writer()  # fail before anything is written
     data = config.task.prepare()
     _check_traceable(config)
-    out = run_dir.prepare(out, overwrite=overwrite)
-    values = config.to_dict()
-    run_dir.write_json(out / run_dir.CONFIG, values)
-    if data is not None:
-        run_dir.write_json(out / run_dir.DATA, data)
+    out, values = Path(out), config.to_dict()
+    with multi_process.together("preparing the run directory"):
+        if multi_process.is_writer():
+            run_dir.prepare(out, overwrite=overwrite)
+            run_dir.write_json(out / run_dir.CONFIG, values)
+            if data is not None:
+                run_dir.write_json(out / run_dir.DATA, data)
     return _train(config, values, out, False, progress, plots, tensorboard, sinks, mesh)
 
 
@@ -183,8 +194,9 @@ def resume(
     The result is bit for bit the run that was never stopped. A finished run (one with
     ``summary.json``) is left alone and its summary returned. TensorBoard logging continues if
     the run has a ``tensorboard`` directory, unless ``tensorboard`` says otherwise. A run may
-    resume on another number of ``devices`` than it started on (see :func:`train`); it is
-    then the same run up to the order of float additions.
+    resume on another number of ``devices`` or processes than it started on (see
+    :func:`train`); it is then the same run up to the order of float additions. In a
+    multi-process run, every process must see ``out`` at the same path.
 
     Raises:
       RunDirError: if ``out`` is not a run directory or its config cannot be read.
@@ -264,9 +276,10 @@ def _train(
     try:
         # Signals stop the work at the next safe point from here on, figures included.
         with StopSignals() as stop, contextlib.ExitStack() as closing:
-            setup = build(config)
+            setup = build(config, 1 if mesh is None else mesh.size)
+            writer = multi_process.is_writer()
             all_sinks = list(sinks)
-            if tensorboard:
+            if tensorboard and writer:
                 board = _tensorboard_sink(out, config, resume)
                 closing.callback(board.close)  # also if the run fails before it trains
                 all_sinks.append(board)
@@ -286,11 +299,6 @@ def _train(
                 mesh=mesh,
                 validate=_validator(config, setup),
             )
-            run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
-            if plots:
-                stop.raise_if_received(out, steps, steps)
-                plot(out)
-            stop.raise_if_received(out, steps, steps)
             trained = steps - outcome.resumed_from
             summary = {
                 "meta_steps": steps,
@@ -303,11 +311,19 @@ def _train(
                     round(trained / outcome.train_seconds, 1) if trained else None
                 ),
                 "devices": 1 if mesh is None else mesh.size,
+                "processes": jax.process_count(),
+                "micro_batches": setup.micro_batches,
             }
-            run_dir.write_json(out / run_dir.SUMMARY, summary)
+            if writer:
+                run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
+                if plots:
+                    stop.raise_if_received(out, steps, steps)
+                    plot(out)
+                stop.raise_if_received(out, steps, steps)
+                run_dir.write_json(out / run_dir.SUMMARY, summary)
     except OutOfMemoryError as error:
         newest = checkpoints.latest(out / run_dir.CHECKPOINTS)
-        if not resume and (newest is None or newest.step == 0):
+        if multi_process.is_writer() and not resume and (newest is None or newest.step == 0):
             # Nothing was trained: leave no unfinished run to resume or overwrite.
             run_dir.remove_run_files(out)
         raise error.with_sizes(memory_sizes(config)) from None

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from metajax import checkpoints, run_dir
+from metajax import checkpoints, multi_process, run_dir
 
 
 class Interrupted(Exception):
@@ -85,10 +85,26 @@ class StopSignals:
         elif number == signal.SIGINT:
             raise KeyboardInterrupt
 
-    def raise_if_received(self, out: str | Path, step: int, steps: int) -> None:
+    def agreed(self) -> signal.Signals | None:
+        """The signal this process received or, in a multi-process run, that any process did
+        (the same on every process), which this process then takes as received too.
+
+        In a multi-process run this is a collective, called by every process at the same
+        points, so that all of them stop at the same step.
+        """
+        numbers = multi_process.gather(0 if self.received is None else self.received.value)
+        received = next((signal.Signals(number) for number in numbers if number), None)
+        if self.received is None:
+            self.received = received
+        return received
+
+    def raise_if_received(
+        self, out: str | Path, step: int, steps: int, *, agreed: bool = False
+    ) -> None:
         """Raises :class:`Interrupted` if a signal has arrived; the run in ``out`` must hold a
-        checkpoint at ``step``."""
-        received = self.received
+        checkpoint at ``step``. With ``agreed``, a signal to any process of a multi-process run
+        counts (see :meth:`agreed`)."""
+        received = self.agreed() if agreed else self.received
         if received is not None:
             newest = checkpoints.latest(Path(out) / run_dir.CHECKPOINTS)
             if newest is None:  # every caller saves one first

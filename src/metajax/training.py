@@ -14,7 +14,7 @@ from jax import Array, lax
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from metajax import _validation, memory, sharding
+from metajax import _validation, memory, multi_process, sharding
 from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.micro_batching import task_count
 from metajax.tasks.task import Task
@@ -244,7 +244,8 @@ def meta_train(
         :func:`train_steps`); by default those of a whole call. The result is the same.
       checkpoint_every: if given, a call also ends whenever ``TrainState.step`` reaches a
         multiple of it, so that ``on_chunk`` sees the state there.
-      progress: show a progress bar (on stderr) with the running meta-loss.
+      progress: show a progress bar (on stderr) with the running meta-loss (on process 0 only,
+        in a multi-process run).
       on_chunk: called after each compiled call with the state after it, that call's
         meta-losses and its aux metrics (float64 numpy, as in :class:`TrainResult`).
       mesh: shard every task batch over this mesh's ``tasks`` axis, with the state and the
@@ -278,7 +279,7 @@ def meta_train(
     if mesh is not None:
         sharding.check_divisible(task_count(jax.eval_shape(sample_tasks, state.key)), mesh)
         out_shardings = sharding.replicated(mesh)
-        state, sampler_data = jax.device_put((state, sampler_data), out_shardings)
+        state, sampler_data = sharding.replicate((state, sampler_data), mesh)
     run = jax.jit(
         _train_steps_on, static_argnums=(0, 1, 2, 5, 6, 7, 8), out_shardings=out_shardings
     )
@@ -308,7 +309,7 @@ def meta_train(
     with tqdm(
         total=first_step + meta_steps,
         initial=first_step,
-        disable=not progress,
+        disable=not (progress and multi_process.is_writer()),
         unit="step",
         desc="meta-train",
     ) as bar:

@@ -5,7 +5,8 @@ stopped: it checkpoints every ``checkpoint_every`` meta-steps, turns SIGINT and 
 checkpoint at the next compiled-call boundary, stops at the first non-finite meta-loss or
 meta-gradient, and resumes from the newest checkpoint. Meta-step ``i`` always trains on the
 tasks of ``fold_in(key, i)``, so a resumed run's parameters and metrics are bit for bit those of
-a run that was never stopped.
+a run that was never stopped. In a multi-process run (see :mod:`metajax.multi_process`), only
+process 0 writes, and a signal to any process stops all of them at the same step.
 """
 
 import math
@@ -17,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from metajax import checkpoints, metrics, run_dir
+from metajax import checkpoints, metrics, multi_process, run_dir
 from metajax.algorithms.meta_learner import MetaLearner
 from metajax.stop_signals import Interrupted, StopSignals
 from metajax.training import NonFiniteError, TaskSampler, TrainState, meta_train
@@ -152,8 +153,11 @@ def run(
     out = Path(out)
     checkpoint_dir = out / run_dir.CHECKPOINTS
     config = _comparable(config)
+    writer = multi_process.is_writer()
 
     def save(state: TrainState, recent: dict[str, np.ndarray]) -> Path:
+        if not writer:  # process 0 writes it
+            return checkpoint_dir / checkpoints.directory_name(int(state.step))
         aux = {name: values.tolist() for name, values in recent.items() if name != "meta_loss"}
         metadata = {"config": config, "recent_losses": recent["meta_loss"].tolist()}
         if aux:
@@ -166,31 +170,31 @@ def run(
             keep=settings.keep_checkpoints,
         )
 
-    if resume:
-        state, recent = _restore(out, config, initial_state, settings)
-        first_step = int(state.step)
-        # Drop the records written after that checkpoint; the partial window is redone below.
-        logged_through = first_step - first_step % settings.log_every
-        metrics.truncate(out / run_dir.METRICS, logged_through)
-    else:
-        existing = [
-            name for name in (run_dir.CHECKPOINTS, run_dir.METRICS) if (out / name).exists()
-        ]
-        if existing:
-            raise run_dir.RunDirError(
-                f"'{out}' already holds a run's {' and '.join(existing)}; resume it "
-                "(resume=True), or choose another directory"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        state, recent, first_step = initial_state, {"meta_loss": np.zeros(0)}, 0
-    if checkpoints.latest(checkpoint_dir) is None:  # a new run, or one stopped before this
-        save(state, recent)
-    stop.raise_if_received(out, first_step, settings.meta_steps)
+    with multi_process.together("resuming the run" if resume else "starting the run"):
+        if resume:
+            state, recent = _restore(out, config, initial_state, settings, writer)
+            first_step = int(state.step)
+            if writer:  # drop the records after that checkpoint; the partial window is redone
+                logged_through = first_step - first_step % settings.log_every
+                metrics.truncate(out / run_dir.METRICS, logged_through)
+        else:
+            if writer:
+                _make_run_dir(out)
+            state, recent, first_step = initial_state, {"meta_loss": np.zeros(0)}, 0
+        if writer and checkpoints.latest(checkpoint_dir) is None:  # new, or stopped before it
+            save(state, recent)
+    steps = multi_process.gather(first_step)
+    if len(set(steps)) > 1:
+        raise checkpoints.CheckpointError(
+            f"the processes restored different checkpoints of '{checkpoint_dir}' (meta-steps "
+            f"{', '.join(map(str, steps))}, by process): every process must see the run "
+            "directory at the same path, on a shared filesystem"
+        )
+    stop.raise_if_received(out, first_step, settings.meta_steps, agreed=True)
 
     in_window = first_step % settings.log_every
     pending = {name: values[len(values) - in_window :] for name, values in recent.items()}
-    log = metrics.JsonlMetrics(out / run_dir.METRICS)
-    all_sinks = [log, *sinks]
+    all_sinks = [metrics.JsonlMetrics(out / run_dir.METRICS), *sinks] if writer else []
     windows = metrics.WindowedMetrics(all_sinks, settings.log_every, first_step, pending)
     tail_length = max(FINAL_LOSS_WINDOW, settings.log_every)
     compile_seconds = train_seconds = 0.0
@@ -223,11 +227,12 @@ def run(
                 due = step % settings.checkpoint_every == 0 or step == settings.meta_steps
                 if validation_due(step):
                     write_validation(state)
-                if due or stop.received is not None:
+                # Agreed, so that a signal to any process stops all of them here.
+                if due or stop.agreed() is not None:
                     for sink in all_sinks:  # the records up to a checkpoint are on disk before it
                         sink.flush()
                     path = save(state, recent)
-                    received = stop.received  # a signal during the save counts too
+                    received = stop.agreed()  # a signal during the save counts too
                     if received is not None:
                         raise Interrupted(received, step, settings.meta_steps, path, out)
 
@@ -260,17 +265,34 @@ def run(
     return RunOutcome(state, recent, first_step, compile_seconds, train_seconds)
 
 
+def _make_run_dir(out: Path) -> None:
+    """Creates a new run's directory, refusing one that holds another run's training."""
+    existing = [name for name in (run_dir.CHECKPOINTS, run_dir.METRICS) if (out / name).exists()]
+    if existing:
+        raise run_dir.RunDirError(
+            f"'{out}' already holds a run's {' and '.join(existing)}; resume it (resume=True), "
+            "or choose another directory"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """The config as checkpoints record it: JSON's types, without the metajax version."""
     return {key: value for key, value in config.items() if key != "metajax_version"}
 
 
 def _restore(
-    out: Path, config: dict[str, Any], initial_state: TrainState, settings: "TrainSettings"
+    out: Path,
+    config: dict[str, Any],
+    initial_state: TrainState,
+    settings: "TrainSettings",
+    writer: bool,
 ) -> tuple[TrainState, dict[str, np.ndarray]]:
-    """The newest checkpoint's state and recent metrics, checked against the run's config."""
+    """The newest checkpoint's state and recent metrics, checked against the run's config;
+    the ``writer`` also deletes what interrupted checkpoint writes left."""
     checkpoint_dir = out / run_dir.CHECKPOINTS
-    checkpoints.remove_partial(checkpoint_dir)
+    if writer:
+        checkpoints.remove_partial(checkpoint_dir)
     found = checkpoints.latest(checkpoint_dir)
     if found is None:  # stopped before its first checkpoint: the state is the initial one
         return initial_state, {"meta_loss": np.zeros(0)}

@@ -1,0 +1,145 @@
+"""Runs over several processes (one per host, say) with JAX's distributed runtime.
+
+Every process runs the same program on the same config: it restores the same checkpoint and
+calls the same compiled meta-steps on a mesh of all the processes' devices (see
+:mod:`metajax.sharding`), in which each device draws and adapts its own share of every task
+batch. Only process 0 writes the run directory, which every process must see at the same path
+(a shared filesystem) to resume. The processes also agree, between compiled calls, on whether a
+stop signal arrived and whether a stage that only some of them run went well, so that a signal
+or an error on one process stops all of them instead of leaving the others waiting.
+
+In Python, call :func:`jax.distributed.initialize` (or :func:`initialize`) first, then use
+:func:`metajax.train` as on one process; the command line does it for
+``metajax train --coordinator-address HOST:PORT --num-processes N --process-id I``.
+"""
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from metajax._validation import OptionError, integer
+
+ENVIRONMENT = {
+    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+}
+"""The environment variable each setting of :func:`initialize` is read from when not given."""
+
+
+class ProcessFailed(RuntimeError):
+    """Another process of a multi-process run failed; its own output says why."""
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    detect_cluster: bool = False,
+) -> bool:
+    """Joins a multi-process run with :func:`jax.distributed.initialize`, if asked to.
+
+    Each setting not given is read from its environment variable (see :data:`ENVIRONMENT`).
+    JAX fills in any still missing from the cluster it detects (SLURM, Open MPI, Kubernetes,
+    Cloud TPU and others). With no setting given or set, and without ``detect_cluster``, this
+    does nothing: the run is a single process. It must come before any JAX computation.
+
+    Args:
+      coordinator_address: ``HOST:PORT`` of process 0, where every process meets.
+      num_processes: the number of processes, ``>= 1``.
+      process_id: this process's index, in ``[0, num_processes)``.
+      detect_cluster: join even with no setting given, taking all of them from the cluster.
+
+    Returns:
+      Whether this process joined a multi-process run.
+
+    Raises:
+      OptionError: naming a setting that is malformed, out of range, or missing (when no
+        cluster provides it).
+    """
+    address = coordinator_address or os.environ.get(ENVIRONMENT["coordinator_address"]) or None
+    count = _from_environment("num_processes", num_processes)
+    index = _from_environment("process_id", process_id)
+    given = {"coordinator_address": address, "num_processes": count, "process_id": index}
+    if not detect_cluster and all(value is None for value in given.values()):
+        return False
+    if count is not None:
+        count = integer("num_processes", count, 1)
+        if index is not None:
+            index = integer("process_id", index, 0, count - 1)
+    if address is not None and not _is_host_and_port(address):
+        raise OptionError("coordinator_address", "HOST:PORT, the address of process 0", address)
+    try:
+        jax.distributed.initialize(address, count, index)
+    except ValueError:  # a setting that neither the caller nor a cluster gave
+        missing = next((name for name, value in given.items() if value is None), "process_id")
+        raise OptionError(
+            missing,
+            f"given (or set in {ENVIRONMENT[missing]}) to join a multi-process run, unless it "
+            "runs on a cluster that JAX detects (SLURM, Open MPI, Kubernetes)",
+            None,
+        ) from None
+    return True
+
+
+def joined() -> bool:
+    """Whether this process is part of a multi-process run (JAX's distributed runtime)."""
+    return jax.distributed.is_initialized()
+
+
+def _from_environment(name: str, value: int | None) -> int | None:
+    """``value``, or else the integer in the setting's environment variable, if set."""
+    variable = ENVIRONMENT[name]
+    if value is not None or not os.environ.get(variable):
+        return value
+    try:
+        return int(os.environ[variable])
+    except ValueError:
+        raise OptionError(name, f"an integer (in {variable})", os.environ[variable]) from None
+
+
+def _is_host_and_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 of a multi-process run."""
+    return jax.process_index() == 0
+
+
+def gather(value: int) -> list[int]:
+    """Every process's ``value``, in process order (just ``[value]`` on one process).
+
+    A collective: every process must call it at the same point of the run.
+    """
+    if jax.process_count() == 1:
+        return [value]
+    return multihost_utils.process_allgather(np.int32(value)).tolist()
+
+
+@contextlib.contextmanager
+def together(what: str) -> Iterator[None]:
+    """A stage that may fail on some processes only (writing the run directory on process 0,
+    say): after it, every process learns whether all got through, and those that did raise
+    :class:`ProcessFailed` if one did not, rather than wait for it at the next collective.
+
+    Args:
+      what: the stage, for the error: ``"starting the run"``, say.
+    """
+    if jax.process_count() == 1:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        gather(1)
+        raise
+    failed = [index for index, flag in enumerate(gather(0)) if flag]
+    if failed:
+        raise ProcessFailed(f"process {failed[0]} failed while {what}; its output says why")
