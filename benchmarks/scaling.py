@@ -4,12 +4,13 @@ Omniglot meta-steps, in one process.
 Each setting trains with ``metajax.meta_train``: all the meta-steps of a round in one compiled
 call, the tasks drawn on the devices inside it, each batch sharded over the first N devices
 (``metajax.task_mesh``; N = 1 runs on the default device without a mesh). One untimed round
-compiles, then ``--rounds`` timed rounds of about ``--tasks`` tasks each; a setting's speed is
-the median of its rounds, in tasks/s (meta-batch size x meta-steps / seconds).
+compiles, then ``--rounds`` timed rounds of about ``--tasks`` tasks each, the settings of a
+family and device count in turn; a setting's speed is the median of its rounds, in tasks/s
+(meta-batch size x meta-steps / seconds).
 
 - sinusoid: the ``finn2017`` preset (K = 10 support and 10 query points, a 40-40 MLP, one
   inner step of second-order MAML), with the automatic micro-batches of the default (chunks of
-  at most 256 tasks a device on a CPU) and, where those are more than one, whole
+  at most 128 tasks a device on a CPU) and, where those are more than one, whole
   (``micro_batches=1``).
 - omniglot: the ``small-5way`` preset (5-way 1-shot, 1 query image a class, the Conv4, one
   inner step of second-order MAML), with the default micro-batches, on the images of
@@ -30,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,11 +51,13 @@ def parse_args() -> argparse.Namespace:
         metavar=("SINUSOID", "OMNIGLOT"),
         help="tasks of each timed round, for each family (at least one meta-step)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; speeds are medians")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds; speeds are medians")
     parser.add_argument(
         "--omniglot-data", type=Path, help="a folder or zip of Omniglot alphabets (for omniglot)"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    # Internal: measure one device count in this process and write its rows to this file.
+    parser.add_argument("--measure-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if "omniglot" in args.families and args.omniglot_data is None:
         parser.error("the omniglot family needs --omniglot-data PATH")
@@ -62,43 +66,65 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    # Before JAX starts: the simulated devices of a CPU (ignored by other platforms).
-    flag = f"--xla_force_host_platform_device_count={max(args.devices)}"
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}"
+    if args.measure_into is not None:
+        measure(args)
+        return
+    # Each device count in a process of its own: simulating 8 CPU devices slows a program that
+    # runs on one of them, so the one-device figures come from a process with one device.
+    rows, machine = [], {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for devices in args.devices:
+        part = args.out / f"scaling-{devices}.json"
+        env = dict(os.environ)
+        if devices > 1:  # on a CPU, simulated devices (other platforms ignore the flag)
+            flag = f"--xla_force_host_platform_device_count={devices}"
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}"
+        command = [sys.executable, __file__, *sys.argv[1:], "--devices", str(devices)]
+        subprocess.run([*command, "--measure-into", str(part)], env=env, check=True)
+        measured = json.loads(part.read_text())
+        part.unlink()
+        rows += measured["rows"]
+        machine = measured["machine"]
+    results = {"machine": machine, "command": ["python", *sys.argv], "rows": rows}
+    (args.out / "scaling.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(rows, machine, args.out / "scaling.png")
+    print(f"wrote {args.out / 'scaling.json'} and {args.out / 'scaling.png'}")
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Measures every setting on ``args.devices[0]`` devices; writes the rows and the machine
+    to ``args.measure_into``."""
     import jax
 
     import metajax
     from metajax.runs import build
 
-    def speed(config: metajax.RunConfig, devices: int, tasks_per_round: int) -> dict:
-        """Median tasks/s of ``config`` with its batches shared by ``devices`` devices."""
-        meta_batch = config.training.meta_batch_size
-        mesh = metajax.task_mesh(devices) if devices > 1 else None
-        setup = build(config, devices)
-        state = setup.initial_state()
-        steps = max(1, tasks_per_round // meta_batch)
-        rates, compile_seconds = [], 0.0
-        for round_index in range(args.rounds + 1):
+    class Runner:
+        """``runner() -> tasks/s``: a round of ``config``'s meta-steps, about ``tasks`` tasks,
+        with its batches shared by ``devices`` devices, carrying the state between rounds."""
+
+        def __init__(self, config: metajax.RunConfig, devices: int, tasks: int):
+            self.meta_batch = config.training.meta_batch_size
+            self.mesh = metajax.task_mesh(devices) if devices > 1 else None
+            self.setup = build(config, devices)
+            self.state = self.setup.initial_state()
+            self.steps = max(1, tasks // self.meta_batch)
+            self.compile_seconds = 0.0
+
+        def __call__(self) -> float:
             result = metajax.meta_train(
-                setup.learner,
-                setup.optimizer,
-                setup.sample_tasks,
-                state,
-                meta_steps=steps,
-                steps_per_call=steps,
+                self.setup.learner,
+                self.setup.optimizer,
+                self.setup.sample_tasks,
+                self.state,
+                meta_steps=self.steps,
+                steps_per_call=self.steps,
                 progress=False,
-                mesh=mesh,
+                mesh=self.mesh,
             )
-            state = result.state
-            compile_seconds += result.compile_seconds
-            if round_index:  # the first round compiles
-                rates.append(meta_batch * steps / result.train_seconds)
-        return {
-            "tasks_per_second": statistics.median(rates),
-            "meta_steps_per_round": steps,
-            "micro_batches": setup.micro_batches,
-            "compile_seconds": round(compile_seconds, 2),
-        }
+            self.state = result.state
+            self.compile_seconds += result.compile_seconds
+            return self.meta_batch * self.steps / result.train_seconds
 
     configs = {
         "sinusoid": metajax.presets("sinusoid")["finn2017"],
@@ -108,29 +134,52 @@ def main() -> None:
     }
     variants = {"sinusoid": {"automatic": 0, "whole": 1}, "omniglot": {"automatic": 0}}
     rows = []
+    devices = args.devices[0]
     for family in args.families:
-        tasks_per_round = args.tasks[FAMILIES.index(family)]
-        for devices in args.devices:
-            for meta_batch in args.meta_batches:
-                if meta_batch % devices:
-                    continue  # the devices cannot share the batch evenly
-                setting = {"family": family, "devices": devices, "meta_batch": meta_batch}
-                for variant, micro_batches in variants[family].items():
-                    if variant == "whole" and rows[-1]["micro_batches"] == 1:
-                        row = {**rows[-1], "variant": variant}  # the same computation
-                    else:
-                        config = configs[family].replace(
-                            meta_batch_size=meta_batch, micro_batches=micro_batches
-                        )
-                        row = {**setting, "variant": variant}
-                        row |= speed(config, devices, tasks_per_round)
-                    rows.append(row)
-                    print(
-                        f"{family:8} {devices} devices  meta-batch {meta_batch:5}  {variant:9}  "
-                        f"{row['tasks_per_second']:12,.0f} tasks/s  "
-                        f"({row['micro_batches']} micro-batches)",
-                        flush=True,
-                    )
+        tasks = args.tasks[FAMILIES.index(family)]
+        # The settings of a family take their rounds in turn, so that whatever else slows the
+        # machine for a while slows all of them alike.
+        runners = {}
+        for meta_batch in args.meta_batches:
+            if meta_batch % devices:
+                continue  # the devices cannot share the batch evenly
+            for variant, micro_batches in variants[family].items():
+                config = configs[family].replace(
+                    meta_batch_size=meta_batch, micro_batches=micro_batches
+                )
+                runner = Runner(config, devices, tasks)
+                automatic = runners.get((meta_batch, "automatic"), runner)
+                if runner is automatic or automatic.setup.micro_batches > 1:
+                    runners[(meta_batch, variant)] = runner
+        for runner in runners.values():
+            runner()  # compiles
+        rates: dict = {setting: [] for setting in runners}
+        for _ in range(args.rounds):
+            for setting, runner in runners.items():
+                rates[setting].append(runner())
+        for meta_batch in dict.fromkeys(m for m, _ in runners):
+            for variant in variants[family]:
+                # Taken whole, a batch of one automatic micro-batch is the same computation.
+                measured = (meta_batch, variant)
+                if measured not in runners:
+                    measured = (meta_batch, "automatic")
+                runner = runners[measured]
+                row = {"family": family, "devices": devices, "meta_batch": meta_batch}
+                row |= {
+                    "variant": variant,
+                    "tasks_per_second": statistics.median(rates[measured]),
+                    "rounds": [round(rate) for rate in rates[measured]],
+                    "meta_steps_per_round": runner.steps,
+                    "micro_batches": runner.setup.micro_batches,
+                    "compile_seconds": round(runner.compile_seconds, 2),
+                }
+                rows.append(row)
+                print(
+                    f"{family:8} {devices} devices  meta-batch {meta_batch:5}  {variant:9}  "
+                    f"{row['tasks_per_second']:12,.0f} tasks/s  "
+                    f"({row['micro_batches']} micro-batches)",
+                    flush=True,
+                )
     device = jax.devices()[0]
     machine = {
         "platform": jax.default_backend(),
@@ -140,11 +189,7 @@ def main() -> None:
         "jax": jax.__version__,
         "metajax": metajax.__version__,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine, "command": sys.argv, "rows": rows}
-    (args.out / "scaling.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(rows, machine, args.out / "scaling.png")
-    print(f"wrote {args.out / 'scaling.json'} and {args.out / 'scaling.png'}")
+    args.measure_into.write_text(json.dumps({"machine": machine, "rows": rows}))
 
 
 def plot(rows: list[dict], machine: dict, path: Path) -> None:

@@ -244,7 +244,7 @@ def test_every_integer_setting_of_every_family_and_algorithm_is_bounded():
     indices (or the seed's uint32) can hold, or less."""
     from metajax.harness import EvalSettings
     from metajax.options import CountOrWord, Integer, Sizes, declared
-    from metajax.runs import PlotSettings
+    from metajax.run_figures import PlotSettings
 
     settings_types = [
         *registry.families().values(),

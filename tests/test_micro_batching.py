@@ -1,6 +1,6 @@
 """Micro-batching: the meta-gradient of a task batch taken in chunks equals the whole batch's,
 for every algorithm, a number of chunks that does not divide the batch is refused, and the
-automatic number keeps each device's chunk within 256 tasks on a CPU."""
+automatic number keeps each device's chunk within 128 tasks on a CPU."""
 
 import jax
 import numpy as np
@@ -73,18 +73,18 @@ def test_a_micro_batched_run_trains_like_the_whole_batch(tmp_path):
     ("meta_batch_size", "devices", "chunks"),
     [
         (25, 1, 1),
-        (256, 1, 1),  # within one chunk
-        (512, 1, 2),
-        (1024, 1, 4),
-        (4096, 1, 16),
-        (600, 1, 3),  # 2 chunks would hold 300 tasks
+        (128, 1, 1),  # within one chunk
+        (256, 1, 2),
+        (1024, 1, 8),
+        (4096, 1, 32),
+        (600, 1, 5),  # 4 chunks would hold 150 tasks
         (1024, 8, 1),  # 128 tasks a device
-        (4096, 2, 8),
+        (4096, 2, 16),
         (1031, 1, 1),  # a prime: only chunks of 1 task, too small to be worth it
         (514, 1, 1),  # 2 x 257: chunks of 257 are too large, of 2 too small
     ],
 )
-def test_automatic_micro_batches_keep_each_devices_chunk_within_256_tasks(
+def test_automatic_micro_batches_keep_each_devices_chunk_within_128_tasks(
     meta_batch_size, devices, chunks
 ):
     assert jax.default_backend() == "cpu"

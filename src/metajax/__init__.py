@@ -59,7 +59,7 @@ from metajax.models import mse_loss as mse_loss
 from metajax.registry import register_algorithm as register_algorithm
 from metajax.registry import register_family as register_family
 from metajax.run_dir import RunDirError as RunDirError
-from metajax.runs import plot as plot
+from metajax.run_figures import plot as plot
 from metajax.runs import resume as resume
 from metajax.runs import train as train
 from metajax.sharding import task_mesh as task_mesh

@@ -19,6 +19,7 @@ from metajax import (
     registry,
     reports,
     run_dir,
+    run_figures,
     runs,
 )
 from metajax._validation import OptionError
@@ -169,7 +170,7 @@ def _given(args: argparse.Namespace, settings: type[Options]) -> dict[str, Any]:
 
 def _plot(args: argparse.Namespace) -> int:
     try:
-        paths = runs.plot(args.run_dir, **_given(args, runs.PlotSettings))
+        paths = run_figures.plot(args.run_dir, **_given(args, run_figures.PlotSettings))
     except OptionError as error:
         args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
     for path in paths:

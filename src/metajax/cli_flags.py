@@ -20,7 +20,7 @@ import dataclasses
 from importlib.metadata import version
 from typing import Any
 
-from metajax import harness, registry, runs
+from metajax import harness, registry, run_figures
 from metajax.config import RunConfig, TrainSettings
 from metajax.options import Kind, Options, add_flag, declared, flag_name
 from metajax.tasks.family import TaskFamily
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Redraw adaptation.png and meta_loss.png from a run directory.",
     )
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by train")
-    _add_settings(plot, runs.PlotSettings, {})
+    _add_settings(plot, run_figures.PlotSettings, {})
     plot.set_defaults(parser=plot, renamed={})
 
     evaluate = commands.add_parser(

@@ -54,7 +54,7 @@ class TrainSettings(Options):
         0,
         "split each meta-batch into M chunks whose meta-gradients are summed one after another, "
         "so that a large meta-batch fits in memory (same result); M must divide the meta-batch; "
-        "0: as many as keep each device's chunk within 256 tasks on a CPU, where larger "
+        "0: as many as keep each device's chunk within 128 tasks on a CPU, where larger "
         "vmapped batches run slower per task, and 1 elsewhere",
         metavar="M",
         minimum=0,

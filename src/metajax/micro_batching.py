@@ -7,9 +7,9 @@ step of every task, for MAML), which is what bounds the meta-batch that fits in 
 
 On a CPU, chunks also make a large meta-batch fast: XLA's CPU backend runs vmapped batches of
 small matrix products slower per task as the batch grows past a few hundred tasks (the
-sinusoid MLP at meta-batch 4096 whole runs at about half the tasks/s of meta-batch 25; see
-``benchmarks/scaling.py``), and chunks of :data:`CPU_CHUNK_TASKS` tasks restore the speed of
-small batches. :func:`automatic_micro_batches` picks them.
+sinusoid MLP at meta-batch 1024 whole runs at about 0.7 times the tasks/s of meta-batch 25, at
+4096 about 0.55; see ``benchmarks/scaling.py``), and chunks of :data:`CPU_CHUNK_TASKS` tasks
+restore the speed of small batches. :func:`automatic_micro_batches` picks them.
 """
 
 import jax
@@ -20,7 +20,7 @@ from metajax import _validation
 from metajax.algorithms.meta_learner import MetaLearner, Params
 from metajax.tasks.task import Task
 
-CPU_CHUNK_TASKS = 256
+CPU_CHUNK_TASKS = 128
 """The most tasks each device takes at once when the number of micro-batches is automatic on a
 CPU."""
 

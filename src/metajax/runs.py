@@ -2,20 +2,18 @@
 
 :func:`train` writes ``config.json`` first, then ``metrics.jsonl`` and ``checkpoints/`` as
 training goes (see :func:`metajax.training_run.run`), then ``params.eqx`` (the meta-parameters),
-the figures ``adaptation.png`` (the family's) and ``meta_loss.png``, and last ``summary.json``.
-:func:`resume` continues a stopped run bit for bit; :func:`load` gives a finished run back,
-ready to adapt to new tasks (it is :func:`metajax.loaded_run.load`).
+the figures ``adaptation.png`` (the family's) and ``meta_loss.png`` (see
+:mod:`metajax.run_figures`), and last ``summary.json``. :func:`resume` continues a stopped run
+bit for bit; :func:`metajax.load` gives a finished run back, ready to adapt to new tasks.
 """
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
-import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -24,7 +22,6 @@ from metajax import (
     memory,
     metrics,
     multi_process,
-    options,
     registry,
     run_dir,
     sharding,
@@ -33,16 +30,16 @@ from metajax import (
 from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params
 from metajax.config import (
     INIT_STREAM,
-    TEST_STREAM,
     TRAIN_STREAM,
     VALIDATION_STREAM,
     RunConfig,
     stream_key,
 )
-from metajax.loaded_run import existing_run_dir, family_loss, load, run_config
+from metajax.loaded_run import existing_run_dir, family_loss, run_config
 from metajax.memory import OutOfMemoryError
 from metajax.micro_batching import automatic_micro_batches, micro_batched
-from metajax.options import Integer, Options, Sizes, declared
+from metajax.options import Integer, Sizes, declared
+from metajax.run_figures import plot
 from metajax.stop_signals import StopSignals
 from metajax.training import TaskSampler, TrainState, init_train_state
 from metajax.training_run import FINAL_LOSS_WINDOW
@@ -148,6 +145,7 @@ def train(
       metajax.Interrupted: SIGINT or SIGTERM stopped the run after a checkpoint; :func:`resume`
         continues it.
       metajax.Diverged: a meta-loss or meta-gradient was not finite.
+      ProcessFailed: another process of a multi-process run failed to set the run up.
     """
     _check_registered(config)
     mesh = _task_mesh(config, devices)
@@ -200,8 +198,10 @@ def resume(
 
     Raises:
       RunDirError: if ``out`` is not a run directory or its config cannot be read.
-      CheckpointError: if the newest checkpoint is damaged or was written for another config.
-      metajax.Interrupted, metajax.Diverged, OutOfMemoryError: as for :func:`train`.
+      CheckpointError: if the newest checkpoint is damaged or was written for another config,
+        or the processes of a multi-process run found different ones.
+      metajax.Interrupted, metajax.Diverged, OutOfMemoryError, ProcessFailed: as for
+        :func:`train`.
     """
     out = existing_run_dir(out)
     config = run_config(out)
@@ -368,57 +368,3 @@ def _tensorboard_sink(out: Path, config: RunConfig, resume: bool) -> metrics.Ten
         step = 0 if last is None else last.step
         resumed_through = step - step % config.training.log_every
     return metrics.TensorBoardMetrics(out / run_dir.TENSORBOARD, resumed_through)
-
-
-@dataclasses.dataclass(frozen=True)
-class PlotSettings(Options):
-    """What ``metajax plot`` draws."""
-
-    adapt_steps: int = options.integer(
-        5, "show the model after 1 to N adaptation steps", maximum=50
-    )
-
-
-def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
-    """Draws a run's figures from its directory and returns their paths.
-
-    ``adaptation.png``: the task family's figure of the model adapting to a held-out task (from
-    the test stream of evaluation seed 0) after 0 to ``adapt_steps`` inner steps.
-    ``meta_loss.png``: the logged meta-loss against meta-steps.
-
-    Raises:
-      OptionError: if ``adapt_steps`` is not an integer in [1, 50].
-      RunDirError: if the directory is not a finished run.
-    """
-    settings = PlotSettings(adapt_steps=adapt_steps)
-    from metajax import plots  # matplotlib is imported only by the code that draws
-
-    path = Path(path)
-    run = load(path)
-    config = run.config
-    adaptation_path = path / run_dir.ADAPTATION_PLOT
-    with memory.converted("drawing the adaptation figure"):
-        config.task.plot_example(
-            adaptation_path, run, settings.adapt_steps, stream_key(0, TEST_STREAM)
-        )
-
-    records = metrics.read(path / run_dir.METRICS)
-    meta_loss_path = path / run_dir.META_LOSS_PLOT
-    loss_label = config.task.metrics[config.task.loss_metric()].label
-    details = [
-        f"{config.training.meta_batch_size} tasks/step",
-        config.task.describe(),
-        config.algorithm.describe(),
-    ]
-    preset = f", preset {config.preset}" if config.preset else ""
-    plots.plot_meta_loss(
-        meta_loss_path,
-        np.array([record["step"] for record in records]),
-        np.array([record["meta_loss"] for record in records]),
-        title=f"{config.algorithm.label}{preset}: {', '.join(d for d in details if d)}",
-        ylabel=(
-            f"{config.algorithm.objective.format(loss=loss_label)}, "
-            f"mean of {config.training.log_every} steps"
-        ),
-    )
-    return [adaptation_path, meta_loss_path]

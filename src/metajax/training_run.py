@@ -116,7 +116,8 @@ def run(
         signals should also stop the work around this call (the CLI's figures, say); by default
         ``run`` handles signals itself, from start to end.
       sinks: more places for the metrics records than ``metrics.jsonl`` (see
-        :class:`metajax.metrics.MetricsSink`).
+        :class:`metajax.metrics.MetricsSink`); process 0 alone writes to them in a
+        multi-process run.
       steps_per_draw, mesh: as for :func:`~metajax.meta_train`.
       validate: ``validate(meta_params) -> {name: value}``, scores of the meta-parameters on
         validation tasks; called at every ``checkpoint_every`` meta-steps and at the end,
@@ -128,7 +129,9 @@ def run(
     Raises:
       Interrupted: SIGINT or SIGTERM arrived; the run is in a checkpoint.
       Diverged: a meta-loss, meta-gradient or meta-parameter was not finite.
-      CheckpointError: when resuming, the newest checkpoint is damaged or from another config.
+      CheckpointError: when resuming, the newest checkpoint is damaged or from another config,
+        or the processes of a multi-process run found different ones.
+      ProcessFailed: another process of a multi-process run failed to start or resume it.
       RunDirError: a new run's directory already holds checkpoints or metrics, or (resuming)
         ``metrics.jsonl`` lacks records up to the checkpoint.
     """
