@@ -82,6 +82,7 @@ def test_a_micro_batched_run_trains_like_the_whole_batch(tmp_path):
         (4096, 2, 16),
         (1031, 1, 1),  # a prime: only chunks of 1 task, too small to be worth it
         (514, 1, 1),  # 2 x 257: chunks of 257 are too large, of 2 too small
+        (2**31 - 1, 1, 1),  # the largest meta-batch, a prime too: found without a long search
     ],
 )
 def test_automatic_micro_batches_keep_each_devices_chunk_within_128_tasks(

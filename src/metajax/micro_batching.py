@@ -91,5 +91,7 @@ def automatic_micro_batches(meta_batch_size: int, devices: int = 1) -> int:
     share = meta_batch_size // devices
     if jax.default_backend() != "cpu" or share <= CPU_CHUNK_TASKS:
         return 1
-    count = next(c for c in range(2, share + 1) if share % c == 0 and share // c <= CPU_CHUNK_TASKS)
-    return count if share // count >= CPU_CHUNK_TASKS // 4 else 1
+    # The largest chunk that divides the share gives the fewest chunks.
+    sizes = range(CPU_CHUNK_TASKS, CPU_CHUNK_TASKS // 4 - 1, -1)
+    size = next((size for size in sizes if share % size == 0), share)
+    return share // size
