@@ -1,5 +1,5 @@
 """Tasks per second against the meta-batch size and the number of devices, for the sinusoid and
-Omniglot meta-steps, in one process.
+Omniglot meta-steps, each device count in a process of its own.
 
 Each setting trains with ``metajax.meta_train``: all the meta-steps of a round in one compiled
 call, the tasks drawn on the devices inside it, each batch sharded over the first N devices
@@ -144,13 +144,13 @@ def measure(args: argparse.Namespace) -> None:
             if meta_batch % devices:
                 continue  # the devices cannot share the batch evenly
             for variant, micro_batches in variants[family].items():
+                automatic = runners.get((meta_batch, "automatic"))
+                if automatic is not None and automatic.setup.micro_batches == 1:
+                    continue  # taking the batch whole is the same computation
                 config = configs[family].replace(
                     meta_batch_size=meta_batch, micro_batches=micro_batches
                 )
-                runner = Runner(config, devices, tasks)
-                automatic = runners.get((meta_batch, "automatic"), runner)
-                if runner is automatic or automatic.setup.micro_batches > 1:
-                    runners[(meta_batch, variant)] = runner
+                runners[(meta_batch, variant)] = Runner(config, devices, tasks)
         for runner in runners.values():
             runner()  # compiles
         rates: dict = {setting: [] for setting in runners}

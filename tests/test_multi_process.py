@@ -18,6 +18,7 @@ import pytest
 import metajax
 from metajax import metrics, multi_process, run_dir
 from metajax._validation import OptionError
+from metajax.checkpoints import CheckpointError
 
 TRAIN = ["train", "sinusoid", "--meta-steps", "200", "--meta-batch-size", "8"]
 TRAIN += ["--steps-per-call", "4", "--checkpoint-every", "50", "--log-every", "4"]
@@ -90,6 +91,14 @@ def test_two_processes_stop_together_resume_after_a_kill_and_train_like_one(tmp_
             "run, got 2\n"
         )
     assert not two.exists()
+    # Nor can each process name the run directory after its own clock.
+    unnamed = finish(two_processes(child_env, TRAIN))
+    for status, _, stderr in unnamed:
+        assert status == 2
+        assert stderr.endswith(
+            "argument --out: required in a multi-process run (or --name), so that every "
+            "process uses the same run directory\n"
+        )
 
     # SIGTERM to process 1 only: both processes stop at the same step, in a checkpoint.
     processes = two_processes(child_env, [*TRAIN, "--out", str(two)])
@@ -146,7 +155,7 @@ def test_two_processes_stop_together_resume_after_a_kill_and_train_like_one(tmp_
     assert [status for status, _, _ in taken] == [1, 1]
     assert "already holds a finished run" in taken[0][2]
     assert taken[1][2].endswith(
-        "metajax: error: process 0 failed while preparing the run directory; its output says why\n"
+        "metajax: error: process 0 failed while setting the run up; its output says why\n"
     )
     assert json.loads((two / run_dir.SUMMARY).read_text()) == summary
 
@@ -203,3 +212,18 @@ def test_initialize_refuses_bad_or_missing_settings(no_cluster, settings, messag
     with pytest.raises(OptionError, match=re.escape(message)):
         multi_process.initialize(**settings)
     assert not multi_process.joined()
+
+
+def test_processes_that_find_different_checkpoints_refuse_to_train(tmp_path, monkeypatch):
+    # As if another process saw another newest checkpoint (a run directory not shared).
+    monkeypatch.setattr(multi_process, "gather", lambda value: [value, value + 50])
+    config = metajax.presets("sinusoid")["tutorial"].replace(meta_steps=10)
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"the processes restored different checkpoints of '{tmp_path / 'run' / 'checkpoints'}'"
+            " (meta-steps 0, 50, by process): every process must see the run directory at the "
+            "same path, on a shared filesystem"
+        ),
+    ):
+        metajax.train(config, tmp_path / "run", progress=False, plots=False)

@@ -52,6 +52,11 @@ def _run_directory(args: argparse.Namespace, config: RunConfig) -> str:
         if not out.strip():
             args.parser.error("argument --out: must name a directory, got ''")
         return str(out)
+    if name is None and multi_process.joined():  # a default name would take each one's clock
+        args.parser.error(
+            "argument --out: required in a multi-process run (or --name), so that every "
+            "process uses the same run directory"
+        )
     name = name or f"{config.family}-{config.preset or 'custom'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
         args.parser.error(f"argument --name: must be a plain name without '/', got {name!r}")
@@ -90,7 +95,8 @@ def _train_or_resume(args: argparse.Namespace) -> int:
         if not args.resume.strip():
             args.train_parser.error("argument --resume: must name a run directory, got ''")
         if runs.finished(args.resume):
-            print(f"metajax: the run in {args.resume} has already finished; nothing to resume")
+            if multi_process.is_writer():
+                print(f"metajax: the run in {args.resume} has already finished; nothing to resume")
             return 0
         args.started_run = args.resume
         tensorboard = cli_flags.run_option(args, "tensorboard")
@@ -280,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 def _failed(status: int) -> int:
     """``status``; but a process of a multi-process run exits at once: the others may be
     waiting for it in a collective, and JAX's shutdown would hold it until its heartbeat timeout
-    (minutes) only to fail then. A run stopped by a signal is not a failure: all its processes
-    stop at the same step, and leave together."""
+    (100 s) only to fail then. A run that SIGINT or SIGTERM stopped (:class:`Interrupted`)
+    does not come here: all its processes stop at the same step, and leave together."""
     if multi_process.joined():
         sys.stdout.flush()
         sys.stderr.flush()

@@ -25,6 +25,7 @@ import jax
 from metajax import options, registry, run_dir
 from metajax._validation import MAX_SEED, OptionError, UnknownOptionError
 from metajax.algorithms.algorithm import Algorithm
+from metajax.micro_batching import CPU_CHUNK_TASKS
 from metajax.options import Options, declared
 from metajax.tasks.family import TaskFamily
 
@@ -54,8 +55,9 @@ class TrainSettings(Options):
         0,
         "split each meta-batch into M chunks whose meta-gradients are summed one after another, "
         "so that a large meta-batch fits in memory (same result); M must divide the meta-batch; "
-        "0: as many as keep each device's chunk within 128 tasks on a CPU, where larger "
-        "vmapped batches run slower per task, and 1 elsewhere",
+        f"0: on a CPU, where larger vmapped batches run slower per task, as many as keep each "
+        f"device's chunk within {CPU_CHUNK_TASKS} tasks (if a size from {CPU_CHUNK_TASKS // 4} "
+        f"to {CPU_CHUNK_TASKS} divides its share), elsewhere 1",
         metavar="M",
         minimum=0,
     )
@@ -83,7 +85,7 @@ class TrainSettings(Options):
         if self.micro_batches and self.meta_batch_size % self.micro_batches:
             raise OptionError(
                 "micro_batches",
-                f"a divisor of meta_batch_size ({self.meta_batch_size})",
+                f"a divisor of meta_batch_size ({self.meta_batch_size}), or 0 for automatic",
                 self.micro_batches,
             )
 

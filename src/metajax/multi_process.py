@@ -65,8 +65,7 @@ def initialize(
     address = coordinator_address or os.environ.get(ENVIRONMENT["coordinator_address"]) or None
     count = _from_environment("num_processes", num_processes)
     index = _from_environment("process_id", process_id)
-    given = {"coordinator_address": address, "num_processes": count, "process_id": index}
-    if not detect_cluster and all(value is None for value in given.values()):
+    if not detect_cluster and address is None and count is None and index is None:
         return False
     if count is not None:
         count = integer("num_processes", count, 1)
@@ -76,8 +75,11 @@ def initialize(
         raise OptionError("coordinator_address", "HOST:PORT, the address of process 0", address)
     try:
         jax.distributed.initialize(address, count, index)
-    except ValueError:  # a setting that neither the caller nor a cluster gave
-        missing = next((name for name, value in given.items() if value is None), "process_id")
+    except ValueError as error:
+        # JAX's words for a setting that neither the caller nor a cluster gave.
+        missing = next((name for name, words in _UNDEFINED.items() if words in str(error)), None)
+        if missing is None:
+            raise
         raise OptionError(
             missing,
             f"given (or set in {ENVIRONMENT[missing]}) to join a multi-process run, unless it "
@@ -85,6 +87,13 @@ def initialize(
             None,
         ) from None
     return True
+
+
+_UNDEFINED = {
+    "coordinator_address": "coordinator_address should be defined",
+    "num_processes": "Number of processes must be defined",
+    "process_id": "process id of the current process must be defined",
+}
 
 
 def joined() -> bool:
@@ -113,7 +122,7 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
-def gather(value: int) -> list[int]:
+def gather(value: int | bool) -> list[int]:
     """Every process's ``value``, in process order (just ``[value]`` on one process).
 
     A collective: every process must call it at the same point of the run.

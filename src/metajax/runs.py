@@ -145,16 +145,18 @@ def train(
       metajax.Interrupted: SIGINT or SIGTERM stopped the run after a checkpoint; :func:`resume`
         continues it.
       metajax.Diverged: a meta-loss or meta-gradient was not finite.
-      ProcessFailed: another process of a multi-process run failed to set the run up.
+      ProcessFailed: another process of a multi-process run failed to set the run up (its
+        data missing, say).
     """
     _check_registered(config)
-    mesh = _task_mesh(config, devices)
-    if tensorboard:
-        metrics.tensorboard_writer()  # fail before anything is written
-    data = config.task.prepare()
-    _check_traceable(config)
     out, values = Path(out), config.to_dict()
-    with multi_process.together("preparing the run directory"):
+    # Every check before anything is written; an error on any process stops them all.
+    with multi_process.together("setting the run up"):
+        mesh = _task_mesh(config, devices)
+        if tensorboard:
+            metrics.tensorboard_writer()
+        data = config.task.prepare()
+        _check_traceable(config)
         if multi_process.is_writer():
             run_dir.prepare(out, overwrite=overwrite)
             run_dir.write_json(out / run_dir.CONFIG, values)
@@ -203,19 +205,22 @@ def resume(
       metajax.Interrupted, metajax.Diverged, OutOfMemoryError, ProcessFailed: as for
         :func:`train`.
     """
-    out = existing_run_dir(out)
-    config = run_config(out)
-    if finished(out):
+    with multi_process.together("reading the run"):
+        out = existing_run_dir(out)
+        config = run_config(out)
+        done = finished(out)
+    if all(multi_process.gather(done)):
         return run_dir.read_json(out / run_dir.SUMMARY)
-    mesh = _task_mesh(config, devices)
-    if tensorboard is None:
-        tensorboard = (out / run_dir.TENSORBOARD).is_dir()
-    if tensorboard:
-        metrics.tensorboard_writer()
-    _check_data(out, config.task.prepare())
-    _check_traceable(config)
-    # Checkpoints record the config as config.json holds it, in the format it was written in.
-    values = run_dir.read_json(out / run_dir.CONFIG)
+    with multi_process.together("setting the run up"):
+        mesh = _task_mesh(config, devices)
+        if tensorboard is None:
+            tensorboard = (out / run_dir.TENSORBOARD).is_dir()
+        if tensorboard:
+            metrics.tensorboard_writer()
+        _check_data(out, config.task.prepare())
+        _check_traceable(config)
+        # Checkpoints record the config as config.json holds it, in the format it was written.
+        values = run_dir.read_json(out / run_dir.CONFIG)
     return _train(config, values, out, True, progress, plots, tensorboard, sinks, mesh)
 
 

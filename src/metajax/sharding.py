@@ -82,9 +82,11 @@ def check_divisible(task_count: int, mesh: Mesh) -> None:
     if task_count % devices:
         below = task_count // devices * devices
         nearest = f"{below} or {below + devices}" if below else f"{devices}"
+        # A multi-process run takes all devices (see task_mesh).
+        fewer = ", or run on fewer devices" if jax.process_count() == 1 else ""
         raise _validation.OptionError(
             "meta_batch_size",
-            f"a multiple of the {devices} devices that share each task batch ({nearest}, say), "
-            "or run on fewer devices",
+            f"a multiple of the {devices} devices that share each task batch ({nearest}, say)"
+            f"{fewer}",
             task_count,
         )

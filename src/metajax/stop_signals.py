@@ -106,7 +106,8 @@ class StopSignals:
         counts (see :meth:`agreed`)."""
         received = self.agreed() if agreed else self.received
         if received is not None:
-            newest = checkpoints.latest(Path(out) / run_dir.CHECKPOINTS)
-            if newest is None:  # every caller saves one first
-                raise RuntimeError(f"'{out}' holds no checkpoint to stop at")
-            raise Interrupted(received, step, steps, newest.path, Path(out))
+            # Named, not listed: another process may just have written it (process 0 writes).
+            checkpoint = Path(out) / run_dir.CHECKPOINTS / checkpoints.directory_name(step)
+            if multi_process.is_writer() and not checkpoint.is_dir():  # every caller saves it
+                raise RuntimeError(f"'{out}' holds no checkpoint of meta-step {step} to stop at")
+            raise Interrupted(received, step, steps, checkpoint, Path(out))

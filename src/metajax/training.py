@@ -285,24 +285,26 @@ def meta_train(
     )
     compile_seconds = 0.0
     compiled = {}
-    for size in sorted(
-        _distinct_chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every)
-    ):
-        start = time.perf_counter()
-        compiled[size] = memory.compile_checked(
-            run,
-            learner,
-            optimizer,
-            sampler_static,
-            sampler_data,
-            state,
-            size,
-            steps_per_draw,
-            mesh,
-            False,
-            what="meta-training",
-        )
-        compile_seconds += time.perf_counter() - start
+    # Each process checks its own free memory: one that refuses stops the others.
+    with multi_process.together("compiling meta-training"):
+        for size in sorted(
+            _distinct_chunk_sizes(first_step, meta_steps, steps_per_call, checkpoint_every)
+        ):
+            start = time.perf_counter()
+            compiled[size] = memory.compile_checked(
+                run,
+                learner,
+                optimizer,
+                sampler_static,
+                sampler_data,
+                state,
+                size,
+                steps_per_draw,
+                mesh,
+                False,
+                what="meta-training",
+            )
+            compile_seconds += time.perf_counter() - start
 
     losses, aux = [], []
     start = time.perf_counter()

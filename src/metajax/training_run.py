@@ -264,7 +264,7 @@ def run(
     finally:
         for sink in all_sinks:
             sink.close()
-    stop.raise_if_received(out, settings.meta_steps, settings.meta_steps)
+    stop.raise_if_received(out, settings.meta_steps, settings.meta_steps, agreed=True)
     return RunOutcome(state, recent, first_step, compile_seconds, train_seconds)
 
 
