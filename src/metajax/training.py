@@ -283,6 +283,12 @@ def meta_train(
     run = jax.jit(
         _train_steps_on, static_argnums=(0, 1, 2, 5, 6, 7, 8), out_shardings=out_shardings
     )
+
+    def arguments(state: TrainState, size: int, check_grads: bool) -> tuple:
+        """``run``'s arguments for a call of ``size`` steps from ``state``."""
+        call = (sampler_data, state, size, steps_per_draw, mesh, check_grads)
+        return (learner, optimizer, sampler_static, *call)
+
     compile_seconds = 0.0
     compiled = {}
     # Each process checks its own free memory: one that refuses stops the others.
@@ -292,17 +298,7 @@ def meta_train(
         ):
             start = time.perf_counter()
             compiled[size] = memory.compile_checked(
-                run,
-                learner,
-                optimizer,
-                sampler_static,
-                sampler_data,
-                state,
-                size,
-                steps_per_draw,
-                mesh,
-                False,
-                what="meta-training",
+                run, *arguments(state, size, False), what="meta-training"
             )
             compile_seconds += time.perf_counter() - start
 
@@ -320,17 +316,7 @@ def meta_train(
                 new_state, chunk_losses, chunk_aux, _ = compiled[size](sampler_data, state)
             chunk_losses = np.asarray(chunk_losses, dtype=np.float64)
             if not (np.isfinite(chunk_losses).all() and _params_finite(new_state.meta_params)):
-                replay = run(
-                    learner,
-                    optimizer,
-                    sampler_static,
-                    sampler_data,
-                    state,
-                    size,
-                    steps_per_draw,
-                    mesh,
-                    True,
-                )
+                replay = run(*arguments(state, size, True))
                 _raise_non_finite(state, replay[0], replay[1], replay[3])
             chunk_aux = {name: np.asarray(v, dtype=np.float64) for name, v in chunk_aux.items()}
             state = new_state
