@@ -1,10 +1,12 @@
-"""Small float64 problems and finite differences that the algorithms' tests share."""
+"""Small float64 problems and finite differences that the algorithms' tests share, and the
+comparison of two runs that should agree."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax import SinusoidDistribution
+import metajax
+from metajax import SinusoidDistribution, metrics, run_dir
 
 
 def linear_loss(params, batch):
@@ -31,3 +33,19 @@ def central_differences(f, tree, *args, eps=1e-6):
             entries[index] = (up - down) / (2 * eps)
         gradient.append(entries)
     return jax.tree.unflatten(structure, gradient)
+
+
+def assert_runs_agree(reference, other, tolerance=1e-5):
+    """The finished runs in the directories ``reference`` and ``other`` hold the same
+    meta-parameters and log the same meta-losses at the same steps, to ``tolerance``; returns
+    those steps."""
+    params = [metajax.load(run).meta_params for run in (reference, other)]
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(b, a, rtol=tolerance, atol=tolerance), *params
+    )
+    records = [metrics.read(run / run_dir.METRICS) for run in (reference, other)]
+    steps = [[record["step"] for record in run] for run in records]
+    assert steps[1] == steps[0]
+    losses = [[record["meta_loss"] for record in run] for run in records]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=tolerance)
+    return steps[0]
