@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 
 import metajax
-from metajax.runs import build
+from metajax.runs.setup import build
 
 Variant = Callable[[metajax.RunConfig], metajax.RunConfig]
 

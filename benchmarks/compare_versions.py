@@ -67,9 +67,12 @@ def tutorial_trainer(module: ModuleType) -> Callable[[], tuple[float, float]]:
     ``module``'s own API, from a setup built once."""
     name = module.__name__
     if hasattr(module, "presets"):  # the RunConfig API
-        runs = importlib.import_module(f"{name}.runs")
+        try:  # metajax 0.2 built a run's setup in runs.py, later versions in runs/setup.py
+            building = importlib.import_module(f"{name}.runs.setup")
+        except ModuleNotFoundError:
+            building = importlib.import_module(f"{name}.runs")
         config = module.presets("sinusoid")["tutorial"]
-        setup = runs.build(config)
+        setup = building.build(config)
         optimizer = setup.optimizer
         state = setup.initial_state()
         steps, steps_per_call = config.training.meta_steps, config.training.steps_per_call

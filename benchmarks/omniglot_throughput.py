@@ -7,10 +7,10 @@ scale and offset, and ReLU; then the mean over the feature maps and a linear hea
 1-shot tasks with 1 query image per class: inner lr 0.4, second order, Adam 1e-3 outside.
 
 - metajax: the Omniglot ``small-5way`` preset, changed to each setting, built by
-  ``metajax.runs.build`` and trained by ``metajax.meta_train``, all the steps of a round in one
-  compiled call. Tasks are drawn on the device inside that call, so drawing them is part of its
-  step. Its convolutions are the CPU default, strided slices times one matrix; ``metajax lax``
-  is the same with ``conv="lax"`` (``lax.conv_general_dilated``).
+  ``metajax.runs.setup.build`` and trained by ``metajax.meta_train``, all the steps of a round
+  in one compiled call. Tasks are drawn on the device inside that call, so drawing them is
+  part of its step. Its convolutions are the CPU default, strided slices times one matrix;
+  ``metajax lax`` is the same with ``conv="lax"`` (``lax.conv_general_dilated``).
 - PyTorch loop, learn2learn's way (its ``maml_omniglot.py``): functional parameters, and for
   each task of the meta-batch the inner steps by ``torch.autograd.grad(..., create_graph=True)``,
   then ``.backward()`` of the query loss over the meta-batch size, which accumulates the mean
@@ -60,10 +60,10 @@ import numpy as np
 
 import metajax
 from metajax import meta_train
-from metajax.config import RunConfig
-from metajax.image_data import ImageSet
-from metajax.runs import build
-from metajax.tasks.task import Task
+from metajax.config.run_config import RunConfig
+from metajax.core.task import Task
+from metajax.data.image_set import ImageSet
+from metajax.runs.setup import build
 
 try:
     import torch

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 import metajax
-from metajax.runs import build
+from metajax.runs.setup import build
 
 
 def measure(config: metajax.RunConfig, repeats: int) -> tuple[int, float, object]:

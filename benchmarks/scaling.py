@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace) -> None:
     import jax
 
     import metajax
-    from metajax.runs import build
+    from metajax.runs.setup import build
 
     class Runner:
         """``runner() -> tasks/s``: a round of ``config``'s meta-steps, about ``tasks`` tasks,

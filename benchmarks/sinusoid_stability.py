@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import metajax
-from metajax import harness
-from metajax.loaded_run import load
+from metajax.evaluation.curves import held_out_tasks, run_curves
+from metajax.runs.loaded_run import load
 
 SEEDS = 5
 STEPS = (1, 5, 10)
@@ -58,8 +58,8 @@ def per_task_mse(run_dir: Path, shots: int, query: str | None) -> np.ndarray:
     """The query MSE of each of the 600 test tasks after 0..10 steps: [600, 11]."""
     run = load(run_dir)
     settings = metajax.EvalSettings(shots=(shots,), adapt_steps=max(STEPS), query_shots=query)
-    which = harness._which_tasks(run.config.task, settings, shots)
-    curves = harness._run_curves(run, which, max(STEPS), None)
+    which = held_out_tasks(run.config.task, settings, shots)
+    curves = run_curves(run, which, max(STEPS), None)
     return curves["mse"][0]
 
 

@@ -26,7 +26,7 @@ from jax.example_libraries import optimizers, stax
 
 import metajax
 from metajax import meta_train
-from metajax.runs import build
+from metajax.runs.setup import build
 
 LAST = 1000  # the final meta-loss is the mean over the last LAST meta-steps
 

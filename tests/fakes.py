@@ -25,7 +25,7 @@ import numpy as np
 
 import metajax
 from metajax import options
-from metajax.algorithms.meta_learner import loss_value, mean_over_tasks
+from metajax.core.meta_learner import loss_value, mean_over_tasks
 
 SIGNAL_ON_BUILD: int | None = None
 """When set, building the lines model's arrays sends this signal to the process first (a

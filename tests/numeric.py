@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import metajax
-from metajax import SinusoidDistribution, metrics, run_dir
+from metajax import SinusoidDistribution
+from metajax.runs import metrics, run_dir
 
 
 def linear_loss(params, batch):

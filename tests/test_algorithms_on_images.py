@@ -8,7 +8,7 @@ import pytest
 from images import alphabets
 
 import metajax
-from metajax import checkpoints, runs
+from metajax.runs import checkpoints
 
 # The algorithms whose objectives differ most from MAML's, each with its settings exercised
 # (ANIL, Reptile and Meta-SGD adapt and train like it, and their own tests run them).
@@ -40,7 +40,7 @@ def test_trains_resumes_bit_for_bit_and_evaluates_on_images(name, image_data, tm
         (copy / file).unlink()
     shutil.rmtree(copy / "checkpoints" / "step_000000004")
     assert checkpoints.latest(copy / "checkpoints").step == 2
-    runs.resume(copy, progress=False, plots=False)
+    metajax.resume(copy, progress=False, plots=False)
     assert (copy / "params.eqx").read_bytes() == (out / "params.eqx").read_bytes()
     report = metajax.evaluate(
         out, metajax.EvalSettings(num_tasks=10, adapt_steps=2, query_shots=1), write=False

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from fakes import line_config
 
-from metajax import checkpoints, runs
-from metajax.checkpoints import CheckpointError
+from metajax.runs import checkpoints
+from metajax.runs.checkpoints import CheckpointError
+from metajax.runs.setup import build
 
 
 def train_state(width=8, seed=0):
     """A training state of the test-only learned-lr algorithm: meta-parameters with a learned
     step size, Adam's state and a PRNG key."""
-    setup = runs.build(line_config(width=width, seed=seed).with_algorithm("learned-lr"))
+    setup = build(line_config(width=width, seed=seed).with_algorithm("learned-lr"))
     state = setup.initial_state()
     # Make the optimizer state non-trivial, so that a mix-up of leaves would show.
     grads = jax.tree.map(lambda leaf: leaf * 0.5 + 1.0, state.meta_params)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax.image_data import ImageSet
+from metajax.data.image_set import ImageSet
 from metajax.tasks.class_sampler import class_pool, sample_classification_tasks
 
 

@@ -1,14 +1,17 @@
 """The ``metajax`` command line."""
 
+import argparse
 import json
 
 import pytest
 from PIL import Image
 
 import metajax
-from metajax import registry
 from metajax.cli import main
-from metajax.cli_flags import build_parser, train_config
+from metajax.cli.flags import train_config
+from metajax.cli.parser import build_parser
+from metajax.config import registry
+from metajax.options import declared
 
 # The registered names, metajax's own and the tests' (fakes.py), as messages list them.
 FAMILIES, ALGORITHMS = sorted(registry.families()), sorted(registry.algorithms())
@@ -525,3 +528,27 @@ def test_families_and_algorithms_come_from_the_registry():
     # The families the command offers are the registered ones, the test family included.
     assert {"sinusoid", "lines"} <= set(registry.families())
     assert {"maml", "pretrain", "learned-lr"} <= set(registry.algorithms())
+
+
+def test_the_names_no_setting_may_take_are_the_command_lines_own_options():
+    """The registry refuses settings named like an option of ``metajax train`` (``--out``,
+    ``--preset``, ...); its list is exactly the options the parser has that are not settings."""
+
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return actions[0].choices
+
+    parser = build_parser()
+    train = subcommands(parser)["train"]
+    settings = {*declared(metajax.TrainSettings)}
+    for family in registry.families().values():
+        settings |= set(declared(family))
+    for algorithm in registry.algorithms().values():
+        settings |= set(declared(algorithm))
+    own = {
+        action.dest
+        for command in (parser, train, *subcommands(train).values())
+        for action in command._actions
+        if not isinstance(action, argparse._SubParsersAction)
+    }
+    assert own - settings == registry.COMMAND_LINE_NAMES

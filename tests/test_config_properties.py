@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metajax
-from metajax import OptionError, registry
+from metajax import OptionError
 from metajax.cli import main
+from metajax.config import registry
 
 # The documented rules of every setting of a sinusoid MAML run, by config section.
 MAX = 2**31 - 1  # JAX's int32 indices
@@ -184,7 +185,7 @@ INTEGER_FLAGS = {
 
 def run_cli(args):
     """``metajax train sinusoid ARGS``, stopped at the config: the training of a run is
-    replaced by a record of its config, through the public ``metajax.runs.train``."""
+    replaced by a record of its config, through ``metajax.runs.training.train``."""
     seen = []
 
     def fake_train(config, out, **kwargs):
@@ -200,7 +201,7 @@ def run_cli(args):
 
     stderr = io.StringIO()
     with (
-        mock.patch.object(metajax.runs, "train", fake_train),
+        mock.patch.object(metajax.runs.training, "train", fake_train),
         contextlib.redirect_stderr(stderr),
         contextlib.redirect_stdout(io.StringIO()),
     ):
@@ -242,9 +243,9 @@ def test_a_step_size_flag_is_accepted_or_refused_with_its_range(flag, value):
 def test_every_integer_setting_of_every_family_and_algorithm_is_bounded():
     """No integer option, of any command, is unbounded: each has a maximum the device's int32
     indices (or the seed's uint32) can hold, or less."""
-    from metajax.harness import EvalSettings
+    from metajax.evaluation.harness import EvalSettings
     from metajax.options import CountOrWord, Integer, Sizes, declared
-    from metajax.run_figures import PlotSettings
+    from metajax.runs.figures import PlotSettings
 
     settings_types = [
         *registry.families().values(),

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from metajax.download import MARKER, OMNIGLOT, Archive, DownloadError, fetch
+from metajax.data.download import MARKER, OMNIGLOT, Archive, DownloadError, fetch
 
 FOLDERS = ("images_background", "images_evaluation")
 IMAGES = [

@@ -11,17 +11,14 @@ import pytest
 from PIL import Image
 
 import metajax
-from metajax import OptionError, adaptation_curve, mean_and_ci95, registry, run_dir
-from metajax import runs as runs_module
-from metajax.config import TEST_STREAM, VALIDATION_STREAM
-from metajax.harness import (
-    STEP_SIZE_GRID,
-    EvalSettings,
-    EvaluationError,
-    evaluate,
-    evaluate_run,
-    evaluation_tasks,
-)
+from metajax import OptionError, adaptation_curve, mean_and_ci95
+from metajax.config import registry
+from metajax.config.streams import TEST_STREAM, VALIDATION_STREAM
+from metajax.evaluation.curves import evaluation_tasks
+from metajax.evaluation.harness import evaluate, evaluate_run
+from metajax.evaluation.settings import STEP_SIZE_GRID, EvalSettings, EvaluationError
+from metajax.runs import run_dir
+from metajax.runs.setup import build
 
 TUTORIAL = metajax.presets("sinusoid")["tutorial"]
 
@@ -163,7 +160,7 @@ def test_evaluation_tasks_are_not_training_tasks(runs):
     # A task is identified by its support inputs: any three of them coincide by chance with
     # probability about (1e-7)^3, while tasks from the same key would share all of them.
     config = metajax.load(runs[0]).config
-    setup = runs_module.build(config)
+    setup = build(config)
     training = jax.vmap(setup.sample_tasks)(
         jax.vmap(jax.random.fold_in, in_axes=(None, 0))(setup.train_key, np.arange(300))
     )

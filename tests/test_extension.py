@@ -19,7 +19,9 @@ import pytest
 from PIL import Image
 
 import metajax
-from metajax import options, registry
+from metajax import options
+from metajax.config import registry
+from metajax.evaluation.harness import evaluate_run
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +246,8 @@ def test_a_step_size_that_cannot_be_traced_is_evaluated_and_tuned_one_value_at_a
     # The same run seen as MAML, whose step size is traced and vmapped over.
     traced = plain._replace(config=plain.config.with_algorithm("maml"))
     settings = metajax.EvalSettings(num_tasks=20, adapt_steps=2, validation_tasks=10)
-    ours = metajax.harness.evaluate_run(plain, settings)  # tuned on validation tasks
-    theirs = metajax.harness.evaluate_run(traced, dataclasses.replace(settings, tune_inner_lr=True))
+    ours = evaluate_run(plain, settings)  # tuned on validation tasks
+    theirs = evaluate_run(traced, dataclasses.replace(settings, tune_inner_lr=True))
     for a, b in zip(ours, theirs, strict=True):
         assert a["inner_lr"] == b["inner_lr"] and a["inner_lr_from"] == "validation"
         np.testing.assert_allclose(a["mse_mean"], b["mse_mean"], rtol=1e-5)

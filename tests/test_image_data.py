@@ -8,8 +8,9 @@ import pytest
 from images import alphabets, class_image, write_image_folders, zip_folder
 from PIL import Image
 
-from metajax import image_data
-from metajax.image_data import DataError, load_folder_images, load_image_set
+from metajax.data import loading
+from metajax.data.image_set import DataError
+from metajax.data.loading import load_folder_images, load_image_set
 
 
 def test_a_folder_and_its_zip_load_the_same_images(tmp_path):
@@ -55,9 +56,9 @@ def test_the_second_load_reads_the_cache_and_a_changed_file_is_decoded_again(tmp
     first = load_image_set(root, image_size=16)
     assert len(list((tmp_path / "cache" / "images").glob("*.npz"))) == 1
     decoded = []
-    original = image_data.decode_image
+    original = loading.decode_image
     monkeypatch.setattr(
-        image_data, "decode_image", lambda *args: decoded.append(args[1]) or original(*args)
+        loading, "decode_image", lambda *args: decoded.append(args[1]) or original(*args)
     )
     second = load_image_set(root, image_size=16)
     assert decoded == []

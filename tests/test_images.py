@@ -12,7 +12,10 @@ from images import OMNIGLOT, alphabets, class_image, write_image_folders
 from PIL import Image
 
 import metajax
-from metajax import DataError, ImageClassification, checkpoints, metrics, predict, runs
+from metajax import DataError, ImageClassification
+from metajax.config.streams import VALIDATION_STREAM, stream_key
+from metajax.evaluation import predict
+from metajax.runs import checkpoints, metrics
 
 
 def family(data, **changes):
@@ -137,9 +140,7 @@ def test_a_run_records_its_data_and_scores_validation_tasks(image_run):
     assert all(0 <= r["validation_accuracy"] <= 1 and r["validation_loss"] > 0 for r in validation)
     # The scores are the mean over the validation tasks after the training's inner step.
     run = metajax.load(out)
-    tasks = config.task.validation_tasks(
-        metajax.config.stream_key(0, metajax.config.VALIDATION_STREAM), 4, 1, 1
-    )
+    tasks = config.task.validation_tasks(stream_key(0, VALIDATION_STREAM), 4, 1, 1)
     accuracies = []
     for i in range(4):
         task = jax.tree.map(lambda x, i=i: x[i], tasks)
@@ -160,7 +161,7 @@ def test_a_resumed_image_run_is_the_same_bit_for_bit(image_run, tmp_path):
         (copy / name).unlink()
     shutil.rmtree(copy / "checkpoints" / "step_000000030")
     assert checkpoints.latest(copy / "checkpoints").step == 20
-    runs.resume(copy, progress=False, plots=False)
+    metajax.resume(copy, progress=False, plots=False)
     assert (copy / "params.eqx").read_bytes() == (out / "params.eqx").read_bytes()
     assert (copy / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
 
@@ -174,7 +175,7 @@ def test_resuming_on_other_data_is_refused(image_run, tmp_path):
     data["train_images"] += 1
     (copy / "data.json").write_text(json.dumps(data))
     with pytest.raises(metajax.RunDirError, match="the data differs from what"):
-        runs.resume(copy, progress=False, plots=False)
+        metajax.resume(copy, progress=False, plots=False)
 
 
 def write_task(root, labels, images_per_class, query_per_class, size=40):

@@ -43,7 +43,8 @@ TRAIN_ARGS = [
 CHILD = r"""
 import os, signal, sys, time
 from pathlib import Path
-from metajax import checkpoints, metrics, plots
+from metajax import plots
+from metajax.runs import checkpoints, metrics
 from metajax.cli import main
 
 mode, args = sys.argv[1], sys.argv[2:]

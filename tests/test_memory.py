@@ -7,8 +7,8 @@ import re
 import pytest
 
 import metajax
-from metajax import memory
 from metajax.cli import main
+from metajax.core import memory
 
 SIZES = re.compile(
     r"needs more memory than this device has: about [\d,.]+ GiB at its peak, "

@@ -10,8 +10,8 @@ from fakes import line_config
 from tensorboardX.proto import event_pb2
 
 import metajax
-from metajax import metrics
 from metajax.cli import main
+from metajax.runs import metrics
 
 CONFIG = line_config(meta_steps=400, steps_per_call=100, log_every=30, checkpoint_every=100)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import metajax
-from metajax import run_dir
-from metajax.micro_batching import automatic_micro_batches, micro_batched
-from metajax.runs import build
+from metajax.core.micro_batching import automatic_micro_batches, micro_batched
+from metajax.runs import run_dir
+from metajax.runs.setup import build
 
 ALGORITHMS = {
     "maml": {},

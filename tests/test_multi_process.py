@@ -15,9 +15,10 @@ import pytest
 from numeric import assert_runs_agree
 
 import metajax
-from metajax import multi_process, run_dir
 from metajax._validation import OptionError
-from metajax.checkpoints import CheckpointError
+from metajax.core import multi_process
+from metajax.runs import run_dir
+from metajax.runs.checkpoints import CheckpointError
 
 TRAIN = ["train", "sinusoid", "--meta-steps", "200", "--meta-batch-size", "8"]
 TRAIN += ["--steps-per-call", "4", "--checkpoint-every", "50", "--log-every", "4"]

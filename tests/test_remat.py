@@ -6,7 +6,7 @@ import numpy as np
 
 import metajax
 from metajax import SinusoidDistribution, maml
-from metajax.runs import build
+from metajax.runs.setup import build
 
 
 def linear_loss(params, batch):

@@ -15,7 +15,9 @@ from images import alphabets
 from numeric import assert_runs_agree
 
 import metajax
-from metajax import run_dir, runs, sharding
+from metajax.core import sharding
+from metajax.runs import run_dir
+from metajax.runs.setup import build
 
 EIGHT_DEVICES = "--xla_force_host_platform_device_count=8"
 
@@ -46,7 +48,7 @@ def test_eight_devices_give_the_one_device_result(sharded_runs, name):
     assert len(assert_runs_agree(one, eight)) == 10
     # Training moved the parameters, so the comparison is of something that changed.
     one_params = metajax.load(one).meta_params
-    setup = runs.build(metajax.load_config(one / run_dir.CONFIG))
+    setup = build(metajax.load_config(one / run_dir.CONFIG))
     start = setup.learner.init(setup.params)
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), start, one_params)
     assert max(jax.tree.leaves(moved)) > 1e-3

@@ -12,15 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metajax
-from metajax import Task, init_train_state, maml, memory, meta_train, runs, train_steps
-from metajax.harness import EvalSettings, evaluate_run
-from metajax.training import NonFiniteError, _chunk_sizes, _distinct_chunk_sizes
+from metajax import Task, init_train_state, maml, meta_train, train_steps
+from metajax.core import memory
+from metajax.core.training_loop import NonFiniteError, _chunk_sizes, _distinct_chunk_sizes
+from metajax.evaluation.harness import EvalSettings, evaluate_run
+from metajax.runs.setup import build
 
 
 @pytest.fixture(scope="module")
 def setup():
     """The test-only family lines: its loss has an aux metric, hit_rate."""
-    return runs.build(line_config())
+    return build(line_config())
 
 
 def train(setup, meta_steps, steps_per_call, state=None, **kwargs):
@@ -38,7 +40,7 @@ def train(setup, meta_steps, steps_per_call, state=None, **kwargs):
 
 def test_a_short_run_lowers_the_post_adaptation_loss_on_held_out_tasks(tmp_path):
     config = metajax.presets("sinusoid")["tutorial"].replace(meta_steps=300)
-    setup = runs.build(config)
+    setup = build(config)
     result = train(setup, meta_steps=300, steps_per_call=100)
     assert result.losses.shape == (300,) and result.aux == {}
     assert int(result.state.step) == 300
@@ -86,7 +88,7 @@ def test_grouping_of_steps_into_calls_and_draws_does_not_change_the_result_by_a_
 def test_drawing_inside_the_loop_bounds_the_memory_of_the_task_batches():
     # 200 steps of 64 tasks of 256 + 256 points (x and y): 200 * 64 * 512 * 2 * 4 bytes = 105 MB
     # of task batches when a call draws them all at once; one step's at a time, 0.5 MB.
-    setup = runs.build(line_config(shots=256, query_shots=256).replace(meta_batch_size=64))
+    setup = build(line_config(shots=256, query_shots=256).replace(meta_batch_size=64))
     jitted = jax.jit(train_steps, static_argnums=(0, 1, 2, 4, 5))
     args = (setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state(), 200)
     peak = {draw: memory.needed_bytes(jitted.lower(*args, draw).compile()) for draw in (None, 1)}

@@ -14,9 +14,10 @@ import pytest
 from fakes import line_config
 
 import metajax
-from metajax import checkpoints, metrics, run_dir, runs, training_run
-from metajax.stop_signals import StopSignals
-from metajax.training_run import Diverged, Interrupted
+from metajax import Diverged, Interrupted
+from metajax.runs import checkpoints, metrics, run_dir, training_run
+from metajax.runs.setup import build
+from metajax.runs.stop_signals import StopSignals
 
 # Checkpoints at 0, 200, 400, 600 and 730; metrics every 70 steps and the last 30.
 CONFIG = line_config(
@@ -297,7 +298,7 @@ def test_a_signal_after_training_stops_before_the_summary(tmp_path, reference):
 
 
 def pieces(config):
-    setup = runs.build(config)
+    setup = build(config)
     return setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state()
 
 

@@ -1,4 +1,5 @@
-"""Argument checks shared by every factory and config, with one style of message."""
+"""Argument checks shared by every factory and config, with one style of message. It imports no
+other part of metajax."""
 
 import math
 import numbers

@@ -1,4 +1,6 @@
-"""Built-in networks and losses."""
+"""Built-in networks and losses: the MLP of the sinusoid family, the MAML paper's Conv4 and its
+convolutions, the mean squared error and the cross-entropy. It may import only
+metajax._validation."""
 
 import itertools
 from collections.abc import Callable, Sequence

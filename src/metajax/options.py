@@ -5,11 +5,11 @@ evaluation settings are frozen dataclasses derived from :class:`Options`, whose 
 declared with this module's functions (:func:`integer`, :func:`choice` and the others). The
 declaration is the only place a setting is written: the dataclass checks every field when it
 is constructed (an :class:`~metajax.OptionError` names the field), :meth:`Options.to_json` and
-:meth:`Options.from_json` give the config file, and :func:`add_flag` gives the ``metajax``
-command its flag (``inner_lr`` becomes ``--inner-lr``), with the same help text.
+:meth:`Options.from_json` give the config file, and the command line makes each its flag
+(``inner_lr`` becomes ``--inner-lr``) with the declared help text and placeholder. It may
+import only metajax._validation.
 """
 
-import argparse
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self, TypeVar
@@ -28,7 +28,7 @@ class Kind:
 
     Attributes:
       help: one line for ``--help``.
-      metavar: the placeholder ``--help`` shows for the value.
+      metavar: the placeholder ``--help`` shows for the value (``None``: the kind's own).
       optional: ``None`` is a valid value, meaning "chosen elsewhere" (``default_text`` says
         where).
       default_text: what ``--help`` shows as the default, when the value itself would not say
@@ -49,12 +49,8 @@ class Kind:
     def _check(self, name: str, value: Any) -> Any:
         raise NotImplementedError
 
-    def parser_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for ``argparse.ArgumentParser.add_argument``."""
-        return {"metavar": self.metavar}
-
     def show(self, value: Any) -> str:
-        """``value`` as ``--help`` writes it."""
+        """``value`` as text, as ``--help`` writes a default."""
         return str(value)
 
 
@@ -65,9 +61,6 @@ class Integer(Kind):
 
     def _check(self, name: str, value: Any) -> int:
         return _validation.integer(name, value, self.minimum, self.maximum)
-
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"type": int, "metavar": self.metavar or "N"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,9 +78,6 @@ class Number(Kind):
         # one (inside jit or vmap) stays an array.
         return checked if isinstance(checked, jax.core.Tracer) else float(checked)
 
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"type": float, "metavar": self.metavar or "X"}
-
     def show(self, value: Any) -> str:
         return f"{value:g}"
 
@@ -97,9 +87,6 @@ class Flag(Kind):
     def _check(self, name: str, value: Any) -> bool:
         return _validation.boolean(name, value)
 
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"action": argparse.BooleanOptionalAction}
-
     def show(self, value: Any) -> str:
         return "on" if value else "off"
 
@@ -108,9 +95,6 @@ class Flag(Kind):
 class Range(Kind):
     def _check(self, name: str, value: Any) -> tuple[float, float]:
         return _validation.number_range(name, value)
-
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")}
 
     def show(self, value: Any) -> str:
         return " ".join(f"{v:g}" for v in value)
@@ -129,9 +113,6 @@ class Sizes(Kind):
         if self.distinct and len(set(checked)) != len(checked):
             raise OptionError(name, "distinct values", value)
         return checked
-
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"type": int, "nargs": "+", "metavar": self.metavar or "N"}
 
     def show(self, value: Any) -> str:
         return " ".join(str(v) for v in value)
@@ -153,21 +134,6 @@ class CountOrWord(Kind):
             requirement = f"an integer in [1, {self.maximum}] or '{self.word}'"
             raise OptionError(name, requirement, value) from None
 
-    def parser_arguments(self) -> dict[str, Any]:
-        word = self.word
-
-        def parse(text: str) -> int | str:
-            if text == word:
-                return word
-            try:
-                return int(text)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"must be an integer or {word}, got {text!r}"
-                ) from None
-
-        return {"type": parse, "metavar": self.metavar or f"N|{word}"}
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Text(Kind):
@@ -177,9 +143,6 @@ class Text(Kind):
         if not isinstance(value, str) or not value:
             raise OptionError(name, "a non-empty string", value)
         return value
-
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"type": str, "metavar": self.metavar or "TEXT"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,9 +156,6 @@ class Choice(Kind):
             shown = ", ".join(repr(choice) for choice in self.choices)
             raise OptionError(name, f"one of {shown}", value)
         return value
-
-    def parser_arguments(self) -> dict[str, Any]:
-        return {"type": type(self.choices[0]), "choices": self.choices, "metavar": self.metavar}
 
 
 def _field(default: Any, kind: Kind) -> Any:
@@ -377,24 +337,6 @@ class Options:
         if base is None:
             return cls(**values)
         return replace(base, **values)
-
-
-def flag_name(name: str) -> str:
-    """The command-line flag of a setting: ``inner_lr`` is ``--inner-lr``."""
-    return "--" + name.replace("_", "-")
-
-
-def add_flag(parser: Any, name: str, kind: Kind, default_text: str | None) -> None:
-    """Adds the flag of setting ``name`` to an argparse parser or argument group; its value is
-    ``None`` unless given, so that only the settings given on the command line are applied."""
-    text = kind.help if default_text is None else f"{kind.help} (default: {default_text})"
-    parser.add_argument(
-        flag_name(name),
-        dest=name,
-        default=None,
-        help=text.replace("%", "%%"),
-        **kind.parser_arguments(),
-    )
 
 
 OptionsT = TypeVar("OptionsT", bound=Options)

@@ -1,4 +1,6 @@
-"""Figures, drawn with matplotlib's object API (no pyplot, no global state)."""
+"""Figures, drawn with matplotlib's object API (no pyplot, no global state): the only module
+that imports matplotlib, which the others import only where they draw. It imports no other
+part of metajax."""
 
 from collections.abc import Sequence
 from pathlib import Path

@@ -9,10 +9,11 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
-from metajax.algorithms.meta_learner import (
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
     Params,

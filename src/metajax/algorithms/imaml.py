@@ -6,12 +6,14 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+from jax import Array
 from jax.scipy.sparse.linalg import cg
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
-from metajax.algorithms.meta_learner import (
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
     Params,
@@ -20,7 +22,7 @@ from metajax.algorithms.meta_learner import (
     gradient_step,
     loss_value,
 )
-from metajax.tasks.task import Task
+from metajax.core.task import Task
 
 
 @cached_factory
@@ -64,30 +66,15 @@ def imaml(
       OptionError: if a setting is out of range.
     """
     inner_lr = _validation.step_size("inner_lr", inner_lr)
-    default_steps = _validation.integer("inner_steps", inner_steps, 0)
+    steps = _validation.integer("inner_steps", inner_steps, 0)
     prox_lambda = _validation.positive_number("prox_lambda", prox_lambda)
     cg_steps = _validation.integer("cg_steps", cg_steps, 1)
     has_aux = _validation.boolean("has_aux", has_aux)
     inner_loss = loss_value(loss_fn, has_aux)
 
-    def proximal_descent(anchor: Params) -> MetaLearner:
-        """Gradient descent on the support loss plus the proximal term around ``anchor``."""
-
-        def proximal_loss(params: Params, support: Any) -> Any:
-            distance = sum(
-                jnp.sum(jnp.square(p - a))
-                for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor), strict=True)
-            )
-            return inner_loss(params, support) + 0.5 * prox_lambda * distance
-
-        def inner_step(params: Params, support: Any) -> Params:
-            step_sizes = jax.tree.map(lambda _: inner_lr, params)
-            return gradient_step(proximal_loss, params, support, step_sizes, False)
-
-        return inner_loop_learner(loss_fn, inner_step, inner_steps=default_steps)
-
     def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
-        return proximal_descent(meta_params).adapt(meta_params, support, inner_steps)
+        descent = proximal_descent(loss_fn, inner_loss, meta_params, inner_lr, prox_lambda, steps)
+        return descent.adapt(meta_params, support, inner_steps)
 
     def adapt_trajectory(
         meta_params: Params,
@@ -95,43 +82,79 @@ def imaml(
         inner_steps: int | None = None,
         observe: Callable[[Params], Any] | None = None,
     ) -> Any:
-        return proximal_descent(meta_params).adapt_trajectory(
-            meta_params, support, inner_steps, observe
+        descent = proximal_descent(loss_fn, inner_loss, meta_params, inner_lr, prox_lambda, steps)
+        return descent.adapt_trajectory(meta_params, support, inner_steps, observe)
+
+    adapted = implicitly_differentiated(adapt, inner_loss, prox_lambda, cg_steps)
+
+    def task_loss(meta_params: Params, task: Task) -> Any:
+        return loss_fn(adapted(meta_params, task.support), task.query)
+
+    return gradient_learner(
+        task_loss, adapt=adapt, adapt_trajectory=adapt_trajectory, has_aux=has_aux
+    )
+
+
+def proximal_descent(
+    loss_fn: LossFn,
+    inner_loss: Callable[[Params, Any], Array],
+    anchor: Params,
+    inner_lr: Any,
+    prox_lambda: float,
+    inner_steps: int,
+) -> MetaLearner:
+    """The inner loop of ``inner_steps`` (by default) steps of gradient descent on the support
+    loss plus the proximal term ``prox_lambda / 2 * |params - anchor|^2``."""
+
+    def proximal_loss(params: Params, support: Any) -> Any:
+        distance = sum(
+            jnp.sum(jnp.square(p - a))
+            for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor), strict=True)
         )
+        return inner_loss(params, support) + 0.5 * prox_lambda * distance
+
+    def inner_step(params: Params, support: Any) -> Params:
+        step_sizes = jax.tree.map(lambda _: inner_lr, params)
+        return gradient_step(proximal_loss, params, support, step_sizes, False)
+
+    return inner_loop_learner(loss_fn, inner_step, inner_steps=inner_steps)
+
+
+def implicitly_differentiated(
+    adapt: Callable[[Params, Any], Params],
+    inner_loss: Callable[[Params, Any], Array],
+    prox_lambda: float,
+    cg_steps: int,
+) -> Callable[[Params, Any], Params]:
+    """``adapt(meta_params, support)`` with the implicit function theorem's derivative: the
+    cotangent of the adapted parameters ``phi`` times ``(I + H / prox_lambda)^-1``, ``H`` the
+    support loss's Hessian at ``phi``, solved by ``cg_steps`` iterations of conjugate gradient
+    with Hessian-vector products."""
 
     @jax.custom_vjp
-    def implicitly_adapted(meta_params: Params, support: Any) -> Params:
+    def adapted(meta_params: Params, support: Any) -> Params:
         return adapt(meta_params, support)
 
     def forward(meta_params: Params, support: Any) -> tuple[Params, tuple[Params, Any]]:
-        adapted = adapt(meta_params, support)
-        return adapted, (adapted, support)
+        phi = adapt(meta_params, support)
+        return phi, (phi, support)
 
     def backward(residuals: tuple[Params, Any], cotangent: Params) -> tuple[Params, None]:
-        adapted, support = residuals
+        phi, support = residuals
 
         def gradient(params: Params) -> Params:
             return jax.grad(inner_loss)(params, support)
 
-        def hessian_vector_product(vector: Params) -> Params:
-            return jax.jvp(gradient, (adapted,), (vector,))[1]
-
         def matvec(vector: Params) -> Params:
-            hvp = hessian_vector_product(vector)
+            hvp = jax.jvp(gradient, (phi,), (vector,))[1]
             return jax.tree.map(lambda v, h: v + h / prox_lambda, vector, hvp)
 
         # tol=0: exactly cg_steps iterations, unless the residual vanishes first.
         solution, _ = cg(matvec, cotangent, maxiter=cg_steps, tol=0.0)
         return solution, None
 
-    implicitly_adapted.defvjp(forward, backward)
-
-    def task_loss(meta_params: Params, task: Task) -> Any:
-        return loss_fn(implicitly_adapted(meta_params, task.support), task.query)
-
-    return gradient_learner(
-        task_loss, adapt=adapt, adapt_trajectory=adapt_trajectory, has_aux=has_aux
-    )
+    adapted.defvjp(forward, backward)
+    return adapted
 
 
 @registry.register_algorithm

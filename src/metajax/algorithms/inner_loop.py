@@ -11,8 +11,8 @@ import optax
 from jax import Array, lax
 
 from metajax import _validation
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, gradient_learner
-from metajax.tasks.task import Task
+from metajax.core.meta_learner import LossFn, MetaLearner, Params, gradient_learner
+from metajax.core.task import Task
 
 InnerOptimizer = Callable[[Any], optax.GradientTransformation]
 """A function of the inner step size returning an optax optimizer: ``optax.sgd``,
@@ -65,29 +65,15 @@ def inner_loop_learner(
             "inner_steps", default_steps if inner_steps is None else inner_steps, 0
         )
 
-    def scan_inner_loop(
-        params: Params, support: Any, inner_steps: int, observe: Callable | None
-    ) -> tuple[Params, Any]:
-        """The adapted parameters, and what ``observe`` sees of the parameters before each
-        step (the parameters themselves without it)."""
-
-        def body(carry: Any, _: Any) -> tuple[Any, Any]:
-            params = params_of(carry)
-            return inner_step(carry, support), params if observe is None else observe(params)
-
-        # Unrolled: a loop of one or a few tiny steps is faster as straight-line code.
-        carry, seen = lax.scan(body, start(params), length=inner_steps, unroll=inner_steps <= 8)
-        return params_of(carry), seen
-
     def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
         steps = steps_or_default(inner_steps)
+
+        def step(carry: Any) -> Any:
+            return inner_step(carry, support)
+
         if remat:
-
-            def step(carry: Any) -> Any:
-                return inner_step(carry, support)
-
             return params_of(rematerialised_inner_loop(step, start(meta_params), steps))
-        return scan_inner_loop(meta_params, support, steps, None)[0]
+        return params_of(_scan_steps(step, start(meta_params), params_of, steps, None)[0])
 
     def adapt_trajectory(
         meta_params: Params,
@@ -95,9 +81,12 @@ def inner_loop_learner(
         inner_steps: int | None = None,
         observe: Callable[[Params], Any] | None = None,
     ) -> Any:
+        def step(carry: Any) -> Any:
+            return inner_step(carry, support)
+
         steps = steps_or_default(inner_steps)
-        params, before_each_step = scan_inner_loop(meta_params, support, steps, observe)
-        last = params if observe is None else observe(params)
+        carry, before_each_step = _scan_steps(step, start(meta_params), params_of, steps, observe)
+        last = params_of(carry) if observe is None else observe(params_of(carry))
         return jax.tree.map(
             lambda steps, final: jnp.concatenate([steps, jnp.asarray(final)[None]]),
             before_each_step,
@@ -110,6 +99,25 @@ def inner_loop_learner(
     return gradient_learner(
         task_loss, adapt=adapt, adapt_trajectory=adapt_trajectory, has_aux=has_aux
     )
+
+
+def _scan_steps(
+    step: Callable[[Any], Any],
+    carry: Any,
+    params_of: Callable[[Any], Params],
+    inner_steps: int,
+    observe: Callable[[Params], Any] | None,
+) -> tuple[Any, Any]:
+    """``inner_steps`` applications of ``step`` to ``carry`` in a ``lax.scan``: the last carry,
+    and what ``observe`` sees of the parameters before each step (the parameters themselves
+    without it)."""
+
+    def body(carry: Any, _: Any) -> tuple[Any, Any]:
+        params = params_of(carry)
+        return step(carry), params if observe is None else observe(params)
+
+    # Unrolled: a loop of one or a few tiny steps is faster as straight-line code.
+    return lax.scan(body, carry, length=inner_steps, unroll=inner_steps <= 8)
 
 
 def optimizer_inner_step(

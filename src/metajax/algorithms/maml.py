@@ -7,14 +7,15 @@ from typing import Any, ClassVar
 import jax
 import optax
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax import _validation, options
 from metajax.algorithms.inner_loop import (
     InnerOptimizer,
     inner_loop_learner,
     optimizer_inner_step,
 )
-from metajax.algorithms.meta_learner import (
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
     Params,

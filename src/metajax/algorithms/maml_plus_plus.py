@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
-from metajax.algorithms.meta_learner import (
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
     Params,
@@ -23,7 +24,7 @@ from metajax.algorithms.meta_learner import (
     gradient_step,
     loss_value,
 )
-from metajax.tasks.task import Task
+from metajax.core.task import Task
 
 BATCH_NORM = r"scale|offset"
 """The default ``per_step`` pattern: batch normalisation's parameters (``Conv4.scales[i]``,
@@ -144,39 +145,71 @@ def maml_plus_plus(
                 "per_step", f"a regular expression ({error})", per_step
             ) from None
     has_aux = _validation.boolean("has_aux", has_aux)
-    inner_loss = loss_value(loss_fn, has_aux)
+    return _MAMLPlusPlus(
+        loss_fn, n, initial_lr, learn_step_sizes, anneal_steps, first_order_steps, per_step, has_aux
+    ).learner()
 
-    def init(params: Params) -> Params:
-        copied, adapted = eqx.partition(params, per_step_mask(params, per_step))
+
+@dataclasses.dataclass(frozen=True)
+class _MAMLPlusPlus:
+    """MAML++'s functions over its checked settings (see :func:`maml_plus_plus`)."""
+
+    loss_fn: LossFn
+    inner_steps: int
+    initial_lr: float
+    learn_step_sizes: bool
+    anneal_steps: int
+    first_order_steps: int
+    per_step: str | None
+    has_aux: bool
+
+    def learner(self) -> MetaLearner:
+        return MetaLearner(
+            init=self.init,
+            model_params=self.model_params,
+            adapt=self.adapt,
+            adapt_trajectory=self.adapt_trajectory,
+            task_loss=self.task_loss,
+            meta_loss=self.meta_loss,
+            meta_grad=self.meta_grad,
+            has_aux=self.has_aux,
+            uses_meta_step=True,
+        )
+
+    def init(self, params: Params) -> Params:
+        n = self.inner_steps
+        copied, adapted = eqx.partition(params, per_step_mask(params, self.per_step))
         meta_params = {"params": adapted}
-        if learn_step_sizes:
+        if self.learn_step_sizes:
             meta_params["inner_lrs"] = jax.tree.map(
-                lambda p: jnp.full((n,), initial_lr, p.dtype), adapted
+                lambda p: jnp.full((n,), self.initial_lr, p.dtype), adapted
             )
         # Without per-step leaves, a tree of Nones: eqx.combine still fills it in.
         meta_params["per_step"] = jax.tree.map(lambda p: jnp.stack([p] * n), copied)
         return meta_params
 
-    def copies_at(meta_params: Params, index: Array) -> Params:
+    def copies_at(self, meta_params: Params, index: Array) -> Params:
         """The per-step leaves of inner step ``index`` (the last step's after more)."""
-        return jax.tree.map(lambda c: c[jnp.minimum(index, n - 1)], meta_params["per_step"])
+        last = self.inner_steps - 1
+        return jax.tree.map(lambda c: c[jnp.minimum(index, last)], meta_params["per_step"])
 
-    def model_params(meta_params: Params) -> Params:
-        return eqx.combine(meta_params["params"], copies_at(meta_params, jnp.int32(0)))
+    def model_params(self, meta_params: Params) -> Params:
+        return eqx.combine(meta_params["params"], self.copies_at(meta_params, jnp.int32(0)))
 
-    def learner(meta_params: Params, first_order: bool) -> MetaLearner:
+    def inner_loop(self, meta_params: Params, first_order: bool) -> MetaLearner:
         """The inner loop with these meta-parameters' step sizes and copies: a loop over
         ``(params, index)``, ``index`` the steps taken."""
+        inner_loss = loss_value(self.loss_fn, self.has_aux)
 
         def inner_step(carry: tuple[Params, Array], support: Any) -> tuple[Params, Array]:
             params, index = carry
-            adapted = eqx.filter(params, per_step_mask(params, per_step), inverse=True)
-            copied = copies_at(meta_params, index)
-            if learn_step_sizes:
-                step = jnp.minimum(index, n - 1)
+            adapted = eqx.filter(params, per_step_mask(params, self.per_step), inverse=True)
+            copied = self.copies_at(meta_params, index)
+            if self.learn_step_sizes:
+                step = jnp.minimum(index, self.inner_steps - 1)
                 step_sizes = jax.tree.map(lambda lrs: lrs[step], meta_params["inner_lrs"])
             else:
-                step_sizes = jax.tree.map(lambda _: initial_lr, adapted)
+                step_sizes = jax.tree.map(lambda _: self.initial_lr, adapted)
 
             def adapted_loss(adapted: Params, support: Any) -> Array:
                 return inner_loss(eqx.combine(adapted, copied), support)
@@ -185,60 +218,70 @@ def maml_plus_plus(
             return eqx.combine(adapted, copied), index + 1
 
         return inner_loop_learner(
-            loss_fn,
+            self.loss_fn,
             inner_step,
-            inner_steps=n,
-            has_aux=has_aux,
+            inner_steps=self.inner_steps,
+            has_aux=self.has_aux,
             inner_state=lambda _: jnp.zeros((), jnp.int32),
         )
 
-    def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
-        return learner(meta_params, False).adapt(model_params(meta_params), support, inner_steps)
+    def adapt(self, meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
+        inner = self.inner_loop(meta_params, False)
+        return inner.adapt(self.model_params(meta_params), support, inner_steps)
 
     def adapt_trajectory(
+        self,
         meta_params: Params,
         support: Any,
         inner_steps: int | None = None,
         observe: Callable[[Params], Any] | None = None,
     ) -> Any:
-        return learner(meta_params, False).adapt_trajectory(
-            model_params(meta_params), support, inner_steps, observe
+        return self.inner_loop(meta_params, False).adapt_trajectory(
+            self.model_params(meta_params), support, inner_steps, observe
         )
 
     def weighted_loss(
-        meta_params: Params, task: Task, weights: Array | None, first_order: bool
+        self, meta_params: Params, task: Task, weights: Array | None, first_order: bool
     ) -> Any:
         """The query losses after steps 1..N, weighted (the last one alone with ``weights``
         ``None``); ``aux`` of the last."""
-        start = model_params(meta_params)
-        inner = learner(meta_params, first_order)
+        loss_fn = self.loss_fn
+        start = self.model_params(meta_params)
+        inner = self.inner_loop(meta_params, first_order)
         if weights is None:  # the last step's loss alone: no trajectory to keep
             return loss_fn(inner.adapt(start, task.support), task.query)
         losses = inner.adapt_trajectory(
             start, task.support, observe=lambda params: loss_fn(params, task.query)
         )
-        loss, aux = losses if has_aux else (losses, None)
+        loss, aux = losses if self.has_aux else (losses, None)
         # In the loss's dtype: float64 weights (under x64) must not promote a float32 loss.
         weighted = jnp.dot(weights.astype(loss.dtype), loss[1:])
-        return weighted if not has_aux else (weighted, jax.tree.map(lambda leaf: leaf[-1], aux))
+        if not self.has_aux:
+            return weighted
+        return weighted, jax.tree.map(lambda leaf: leaf[-1], aux)
 
     def mean_loss(
-        meta_params: Params, tasks: Task, weights: Array | None, first_order: bool
+        self, meta_params: Params, tasks: Task, weights: Array | None, first_order: bool
     ) -> Any:
-        per_task = jax.vmap(weighted_loss, in_axes=(None, 0, None, None))
+        per_task = jax.vmap(self.weighted_loss, in_axes=(None, 0, None, None))
         return jax.tree.map(jnp.mean, per_task(meta_params, tasks, weights, first_order))
 
-    def meta_loss(meta_params: Params, tasks: Task) -> Any:
-        return mean_loss(meta_params, tasks, None, False)
+    def meta_loss(self, meta_params: Params, tasks: Task) -> Any:
+        return self.mean_loss(meta_params, tasks, None, False)
 
-    def task_loss(meta_params: Params, task: Task) -> Any:
-        return weighted_loss(meta_params, task, None, False)
+    def task_loss(self, meta_params: Params, task: Task) -> Any:
+        return self.weighted_loss(meta_params, task, None, False)
 
-    def meta_grad(meta_params: Params, tasks: Task, meta_step: Array) -> tuple[Any, Params]:
-        value_and_grad = jax.value_and_grad(mean_loss, has_aux=has_aux)
+    def meta_grad(self, meta_params: Params, tasks: Task, meta_step: Array) -> tuple[Any, Params]:
+        """The objective of ``meta_step`` and its gradient: first order for the first
+        ``first_order_steps`` meta-steps, the multi-step loss for the first ``anneal_steps``."""
+        value_and_grad = jax.value_and_grad(self.mean_loss, has_aux=self.has_aux)
+        anneal_steps = self.anneal_steps
 
         def objective(first_order: bool, multi_step: bool) -> Callable[[Params], Any]:
-            weights = step_loss_weights(meta_step, n, anneal_steps) if multi_step else None
+            weights = (
+                step_loss_weights(meta_step, self.inner_steps, anneal_steps) if multi_step else None
+            )
             return lambda meta_params: value_and_grad(meta_params, tasks, weights, first_order)
 
         def with_order(first_order: bool) -> Callable[[Params], Any]:
@@ -252,23 +295,11 @@ def maml_plus_plus(
                 meta_params,
             )
 
-        if first_order_steps == 0:
+        if self.first_order_steps == 0:
             return with_order(False)(meta_params)
         return lax.cond(
-            meta_step < first_order_steps, with_order(True), with_order(False), meta_params
+            meta_step < self.first_order_steps, with_order(True), with_order(False), meta_params
         )
-
-    return MetaLearner(
-        init=init,
-        model_params=model_params,
-        adapt=adapt,
-        adapt_trajectory=adapt_trajectory,
-        task_loss=task_loss,
-        meta_loss=meta_loss,
-        meta_grad=meta_grad,
-        has_aux=has_aux,
-        uses_meta_step=True,
-    )
 
 
 @registry.register_algorithm

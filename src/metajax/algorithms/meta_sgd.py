@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
-from metajax.algorithms.meta_learner import (
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
     Params,
@@ -20,7 +21,7 @@ from metajax.algorithms.meta_learner import (
     gradient_step,
     loss_value,
 )
-from metajax.tasks.task import Task
+from metajax.core.task import Task
 
 
 @cached_factory

@@ -6,17 +6,18 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm
+from metajax import _validation, options
 from metajax.algorithms.maml import maml
-from metajax.algorithms.meta_learner import (
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm
+from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
     Params,
     cached_factory,
     gradient_learner,
 )
-from metajax.tasks.task import Task
+from metajax.core.task import Task
 
 
 @cached_factory

@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from metajax import _validation, options, registry
-from metajax.algorithms.algorithm import Algorithm, inner_steps_text
+from metajax import _validation, options
 from metajax.algorithms.maml import maml
-from metajax.algorithms.meta_learner import LossFn, MetaLearner, Params, cached_factory
-from metajax.tasks.task import Task
+from metajax.config import registry
+from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.core.meta_learner import LossFn, MetaLearner, Params, cached_factory
+from metajax.core.task import Task
 
 
 @cached_factory

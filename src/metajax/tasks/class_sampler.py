@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from metajax.image_data import ImageSet
-from metajax.tasks.task import Task
+from metajax.core.task import Task
+from metajax.data.image_set import ImageSet
 
 
 class ClassPool(eqx.Module):

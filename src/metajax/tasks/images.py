@@ -1,7 +1,7 @@
 """Few-shot image classification: N-way K-shot tasks from a one-folder-per-class image set.
 
 Two families share this module. ``images`` takes any image set with one folder of images per
-class (see :mod:`metajax.image_data`); ``omniglot`` is the same with Omniglot's settings and
+class (see :mod:`metajax.data`); ``omniglot`` is the same with Omniglot's settings and
 the MAML paper's presets. The classes are split into training, validation and test classes
 (or whole groups, such as Omniglot's alphabets); the split is written to the run's
 ``data.json``. The model is the MAML paper's Conv4 (:func:`metajax.models.conv4`), the loss
@@ -11,16 +11,20 @@ the cross-entropy, and accuracy the primary metric.
 import dataclasses
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 from jax import Array
 
-from metajax import options, registry
+from metajax import options
 from metajax.algorithms.maml import MAML
-from metajax.config import RunConfig, TrainSettings
-from metajax.image_data import DataError, ImageSet, load_image_set
+from metajax.config import registry
+from metajax.config.family import Metric, TaskFamily, TrainedRun
+from metajax.config.run_config import RunConfig
+from metajax.config.training_settings import TrainSettings
+from metajax.core.task import Task
+from metajax.data.image_set import DataError, ImageSet
 from metajax.models import Conv4, conv4, cross_entropy
 from metajax.tasks.class_sampler import (
     ClassificationSampler,
@@ -28,31 +32,7 @@ from metajax.tasks.class_sampler import (
     class_pool,
     sample_classification_tasks,
 )
-from metajax.tasks.family import Metric, TaskFamily
-from metajax.tasks.task import Task
-
-if TYPE_CHECKING:
-    from metajax.loaded_run import LoadedRun
-
-SPLITS = ("train", "validation", "test")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class DataSplits:
-    """The classes of each split, and what the run's ``data.json`` records of them."""
-
-    train: ImageSet
-    validation: ImageSet
-    test: ImageSet
-    dropped_groups: tuple[str, ...]
-
-    def record(self) -> dict[str, Any]:
-        splits = {name: getattr(self, name) for name in SPLITS}
-        return {
-            **{f"{name}_classes": list(s.classes) for name, s in splits.items()},
-            **{f"{name}_images": len(s.labels) for name, s in splits.items()},
-            "test_groups_dropped": list(self.dropped_groups),
-        }
+from metajax.tasks.image_splits import SPLITS, DataSplits, split_image_set
 
 
 @registry.register_family
@@ -152,7 +132,14 @@ class ImageClassification(TaskFamily):
                 f"the {self.name} family needs its images: give --data PATH (data='PATH' in "
                 "Python), a folder or zip with one folder of images per class"
             )
-        return _splits(self)
+        return split_image_set(
+            self.data,
+            self.test_data,
+            self.split,
+            self.validation_count,
+            self.test_count,
+            self.image_set_settings(),
+        )
 
     def pool(self, split: str) -> ClassPool:
         """The images of a split (``train``, ``validation`` or ``test``) on the device."""
@@ -232,7 +219,7 @@ class ImageClassification(TaskFamily):
     def describe(self) -> str:
         return f"{self.ways}-way {self.shots}-shot"
 
-    def plot_example(self, path: Path, run: "LoadedRun", adapt_steps: int, key: Array) -> None:
+    def plot_example(self, path: Path, run: TrainedRun, adapt_steps: int, key: Array) -> None:
         from metajax import plots
 
         task = jax.tree.map(lambda leaf: leaf[0], self.eval_tasks(key, 1, self.shots, 1))
@@ -245,7 +232,7 @@ class ImageClassification(TaskFamily):
             probabilities=probabilities,
             title=(
                 f"A held-out {self.describe()} task,\nafter {adapt_steps} adaptation "
-                f"step{'s' * (adapt_steps != 1)} ({run.config.algorithm.adaptation_text()})"
+                f"step{'s' * (adapt_steps != 1)} ({run.algorithm.adaptation_text()})"
             ),
         )
 
@@ -259,44 +246,6 @@ def _training(**changes: Any) -> TrainSettings:
         "validation_tasks": 100,
     }
     return TrainSettings(**{**settings, **changes})
-
-
-@functools.lru_cache(maxsize=4)
-def _image_set(path: str, image_size: int, channels: int, invert: bool) -> ImageSet:
-    return load_image_set(path, image_size=image_size, channels=channels, invert=invert)
-
-
-@functools.lru_cache(maxsize=4)
-def _splits(family: ImageClassification) -> DataSplits:
-    assert family.data is not None
-    image_set = _image_set(family.data, *family.image_set_settings())
-    units = image_set.classes if family.split == "classes" else image_set.groups
-    names = sorted(set(units))
-    held_out = family.validation_count + (0 if family.test_data else family.test_count)
-    if held_out >= len(names):
-        raise DataError(
-            f"'{family.data}' has {len(names)} {family.split}, too few to hold out "
-            f"{held_out} for validation and testing and train on the rest; lower "
-            "--validation-count or --test-count"
-        )
-    train_end = len(names) - held_out
-    validation_end = train_end + family.validation_count
-
-    def classes_of(chosen: list[str]) -> list[int]:
-        wanted = set(chosen)
-        return [i for i, unit in enumerate(units) if unit in wanted]
-
-    train = image_set.subset(classes_of(names[:train_end]))
-    validation = image_set.subset(classes_of(names[train_end:validation_end]))
-    dropped: list[str] = []
-    if family.test_data is None:
-        test = image_set.subset(classes_of(names[validation_end:]))
-    else:
-        second = _image_set(family.test_data, *family.image_set_settings())
-        seen = set(image_set.groups)
-        dropped = sorted(set(second.groups) & seen)
-        test = second.subset([i for i, g in enumerate(second.groups) if g not in seen])
-    return DataSplits(train, validation, test, tuple(dropped))
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,7 +10,7 @@ held-out evaluation tasks and its figure.
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -18,17 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from metajax import _validation, options, registry
+from metajax import _validation, options
 from metajax.algorithms.maml import MAML
-from metajax.algorithms.meta_learner import MetaLearner, Params
-from metajax.config import RunConfig, TrainSettings
+from metajax.config import registry
+from metajax.config.family import Metric, TaskFamily, TrainedRun
+from metajax.config.run_config import RunConfig
+from metajax.config.training_settings import TrainSettings
+from metajax.core.meta_learner import MetaLearner, Params
+from metajax.core.task import Task
 from metajax.models import MLP, mlp, mse_loss
 from metajax.options import declared
-from metajax.tasks.family import Metric, TaskFamily
-from metajax.tasks.task import Task
-
-if TYPE_CHECKING:
-    from metajax.loaded_run import LoadedRun
 
 
 class Sinusoid(NamedTuple):
@@ -214,7 +213,7 @@ class SinusoidConfig(TaskFamily):
     def describe(self) -> str:
         return f"K={self.shots}"
 
-    def plot_example(self, path: Path, run: "LoadedRun", adapt_steps: int, key: Array) -> None:
+    def plot_example(self, path: Path, run: TrainedRun, adapt_steps: int, key: Array) -> None:
         from metajax import plots  # matplotlib is imported only by the code that draws
 
         sinusoid, support, grid, curves = _adaptation_curves(
@@ -235,7 +234,7 @@ class SinusoidConfig(TaskFamily):
             title=(
                 f"Held-out task A={float(sinusoid.amplitude):.2f}, "
                 f"phase={float(sinusoid.phase):.2f}: {self.shots}-shot, "
-                f"{run.config.algorithm.adaptation_text()}"
+                f"{run.algorithm.adaptation_text()}"
             ),
         )
 

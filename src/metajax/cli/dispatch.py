@@ -1,0 +1,96 @@
+"""The ``metajax`` command: parses its arguments (see :mod:`metajax.cli.parser`), runs the
+subcommand, and turns the library's errors into messages and exit statuses."""
+
+import os
+import shlex
+import sys
+import traceback
+
+from metajax._validation import OptionError
+from metajax.cli.commands import adapt_command, data_command, eval_command, plot_command
+from metajax.cli.flags import flag_name, renamed_hint
+from metajax.cli.parser import build_parser
+from metajax.cli.train_command import train_command
+from metajax.config import registry
+from metajax.core import multi_process
+from metajax.core.memory import OutOfMemoryError
+from metajax.data import download
+from metajax.data.image_set import DataError
+from metajax.evaluation.settings import EvaluationError
+from metajax.runs import run_dir
+from metajax.runs.metrics import MissingDependencyError
+from metajax.runs.stop_signals import Interrupted
+from metajax.runs.training_run import Diverged
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    try:
+        parser = build_parser()
+    except registry.PluginError as error:
+        print(f"metajax: error: {error}", file=sys.stderr)
+        return 1
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        hint = renamed_hint(args, extras)
+        args.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    try:
+        commands = {"train": train_command, "plot": plot_command, "eval": eval_command}
+        commands.update(adapt=adapt_command, data=data_command)
+        return commands[args.command](args)
+    except Interrupted as error:
+        print(
+            f"metajax: {error}\nmetajax: resume with: metajax train --resume "
+            f"{shlex.quote(str(error.run_dir))}",
+            file=sys.stderr,
+        )
+        return error.exit_status
+    except OutOfMemoryError as error:
+        print(f"metajax: error: {error.explain(lambda n: flag_name(n) + ' ')}", file=sys.stderr)
+        return _failed(1)
+    # Diverged: a non-finite meta-loss. OSError: a path that cannot be written or read.
+    # OptionError: a setting refused by the library itself, not by a flag's check.
+    except (
+        run_dir.RunDirError,
+        EvaluationError,
+        Diverged,
+        DataError,
+        download.DownloadError,
+        MissingDependencyError,
+        OptionError,
+        OSError,
+        multi_process.ProcessFailed,
+    ) as error:
+        print(f"metajax: error: {error}", file=sys.stderr)
+        return _failed(1)
+    except KeyboardInterrupt:
+        started = getattr(args, "started_run", None)
+        hint = (
+            "; resume from the newest checkpoint with: metajax train --resume "
+            f"{shlex.quote(started)}"
+            if started is not None and os.path.isfile(os.path.join(started, run_dir.CONFIG))
+            else ""
+        )
+        print(f"metajax: interrupted{hint}", file=sys.stderr)
+        return _failed(130)
+    except Exception:
+        if not multi_process.joined():
+            raise
+        traceback.print_exc()  # a collective that failed when another process died, say
+        return _failed(1)
+
+
+def _failed(status: int) -> int:
+    """``status``; but a process of a multi-process run exits at once: the others may be
+    waiting for it in a collective, and JAX's shutdown would hold it until its heartbeat timeout
+    (100 s) only to fail then. A run that SIGINT or SIGTERM stopped (:class:`Interrupted`)
+    does not come here: all its processes stop at the same step, and leave together."""
+    if multi_process.joined():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The training settings: how meta-training runs, how long, and how it records its progress."""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
+
+from metajax import options
+from metajax._validation import MAX_SEED, OptionError
+from metajax.core.micro_batching import CPU_CHUNK_TASKS
+from metajax.options import Options
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings(Options):
+    """How meta-training runs: the outer loop, its length, and how it records its progress."""
+
+    renamed_options: ClassVar[Mapping[str, str]] = {"steps": "meta_steps"}
+
+    meta_steps: int = options.integer(20000, "meta-steps (outer-loop updates)")
+    meta_batch_size: int = options.integer(4, "tasks per meta-step")
+    micro_batches: int = options.integer(
+        0,
+        "split each meta-batch into M chunks whose meta-gradients are summed one after another, "
+        "so that a large meta-batch fits in memory (same result); M must divide the meta-batch; "
+        f"0: on a CPU, where larger vmapped batches run slower per task, as many as keep each "
+        f"device's chunk within {CPU_CHUNK_TASKS} tasks (if a size from {CPU_CHUNK_TASKS // 4} "
+        f"to {CPU_CHUNK_TASKS} divides its share), elsewhere 1",
+        metavar="M",
+        minimum=0,
+    )
+    meta_lr: float = options.number(1e-3, "Adam step size of the meta-parameters", metavar="LR")
+    seed: int = options.integer(
+        0, "seed of every random number in the run", minimum=0, maximum=MAX_SEED
+    )
+    # Bounded: a checkpoint keeps the metrics of the window of steps not yet recorded.
+    log_every: int = options.integer(
+        100, "meta-steps per record in metrics.jsonl", maximum=1_000_000
+    )
+    steps_per_call: int = options.integer(1000, "meta-steps fused into one compiled call")
+    checkpoint_every: int = options.integer(
+        5000, "meta-steps between checkpoints; one is also saved at the start and the end"
+    )
+    keep_checkpoints: int = options.integer(3, "keep the newest K checkpoints", metavar="K")
+    validation_tasks: int = options.integer(
+        0,
+        "validation tasks scored at every checkpoint, after the training's inner steps (0: none)",
+        minimum=0,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.micro_batches and self.meta_batch_size % self.micro_batches:
+            raise OptionError(
+                "micro_batches",
+                f"a divisor of meta_batch_size ({self.meta_batch_size}), or 0 for automatic",
+                self.micro_batches,
+            )

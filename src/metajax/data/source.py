@@ -1,0 +1,93 @@
+"""Where an image set's files are: a directory or a zip of one folder per class.
+
+A *class folder* is a folder that holds image files; its path under the root is the class's
+name and the folder above it is its *group*. Omniglot's ``alphabet/characterNN/*.png`` gives
+one class per character, grouped by alphabet; a plain ``class/*.jpg`` layout gives classes
+whose group is the root.
+"""
+
+import dataclasses
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from metajax.data.decoding import IMAGE_SUFFIXES, is_image
+from metajax.data.image_set import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """The image files of a directory or zip, by class folder (see :func:`scan`)."""
+
+    path: Path
+    files: dict[str, list[str]]  # class name -> file names (paths under the root), sorted
+
+    def read_all(self) -> Iterator[tuple[str, bytes]]:
+        """Every image file's name and bytes, class by class, in the order of :attr:`files`."""
+        names = [name for files in self.files.values() for name in files]
+        if self.path.is_dir():
+            for name in names:
+                yield name, (self.path / name).read_bytes()
+            return
+        with zipfile.ZipFile(self.path) as archive:
+            for name in names:
+                yield name, archive.read(name)
+
+
+def group_of(class_name: str) -> str:
+    """A class's group: the name of its class folder's parent (``""`` at the root)."""
+    parent = PurePosixPath(class_name).parent
+    return "" if str(parent) == "." else parent.name
+
+
+def scan(path: Path) -> ImageSource:
+    """Finds the class folders of a directory or zip, with their image files."""
+    if not path.exists():
+        raise DataError(
+            f"the image data '{path}' does not exist; give a directory or a zip with one folder "
+            "of images per class (metajax data omniglot DIR downloads Omniglot)"
+        )
+    if path.is_dir():
+        entries = [
+            (p.relative_to(path).as_posix(), p.is_dir())
+            for p in sorted(path.rglob("*"))
+            if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ]
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                entries = [
+                    (info.filename.rstrip("/"), info.is_dir()) for info in archive.infolist()
+                ]
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DataError(
+                f"'{path}' is not a zip archive ({error}); give a directory or a zip with one "
+                "folder of images per class"
+            ) from None
+        entries = [(name, is_dir) for name, is_dir in entries if not name.startswith("__MACOSX")]
+    files: dict[str, list[str]] = {}
+    folders = set()
+    for name, is_dir in entries:
+        parent = str(PurePosixPath(name).parent)
+        if is_dir:
+            folders.add(name)
+        elif is_image(name):
+            files.setdefault(parent, []).append(name)
+        if parent != ".":
+            folders.update(str(p) for p in PurePosixPath(parent).parents if str(p) != ".")
+            folders.add(parent)
+    if not files:
+        raise DataError(
+            f"'{path}' holds no class folders: expected one folder of images per class (files "
+            f"ending in {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    if "." in files:
+        raise DataError(
+            f"'{path}' holds images outside any class folder ('{files['.'][0]}'); put each "
+            "class's images in a folder of their own"
+        )
+    parents = {str(PurePosixPath(folder).parent) for folder in folders}
+    empty = sorted(folder for folder in folders if folder not in files and folder not in parents)
+    if empty:
+        raise DataError(f"the class folder '{path}/{empty[0]}' holds no images; remove it")
+    return ImageSource(path, {name: sorted(names) for name, names in files.items()})

@@ -1,0 +1,126 @@
+"""What a run's config builds for training: the model, the learner, the outer optimizer and
+the task sampler; the scores of validation tasks; the errors tracing finds before anything is
+written; and the settings that set how much memory the run needs."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import optax
+
+from metajax.config.family import family_loss
+from metajax.config.run_config import RunConfig
+from metajax.config.streams import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
+from metajax.core import memory
+from metajax.core.meta_learner import LossFn, MetaLearner, Params
+from metajax.core.meta_steps import TaskSampler, TrainState, init_train_state
+from metajax.core.micro_batching import automatic_micro_batches, micro_batched
+from metajax.options import Integer, Sizes, declared
+from metajax.runs import metrics
+
+
+class Setup(NamedTuple):
+    """What a config builds for training: the model's parameters, the rest of the model, the
+    loss, the learner (in ``micro_batches`` chunks), the outer optimizer (Adam at ``meta_lr``),
+    the task sampler and the key of the training tasks."""
+
+    params: Params
+    static: Any
+    loss_fn: LossFn
+    learner: MetaLearner
+    optimizer: optax.GradientTransformation
+    sample_tasks: TaskSampler
+    train_key: jax.Array
+    micro_batches: int
+
+    def initial_state(self) -> TrainState:
+        """The state before the first meta-step."""
+        return init_train_state(self.learner, self.optimizer, self.params, self.train_key)
+
+
+def build(config: RunConfig, devices: int = 1) -> Setup:
+    """Builds the initial model, the learner and the task sampler for a config whose task
+    batches ``devices`` devices share (which sets the automatic number of micro-batches)."""
+    with memory.converted("building the model"):
+        model = config.task.build_model(stream_key(config.training.seed, INIT_STREAM))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    loss_fn = family_loss(config.task, static)
+    training = config.training
+    chunks = training.micro_batches or automatic_micro_batches(training.meta_batch_size, devices)
+    return Setup(
+        params=params,
+        static=static,
+        loss_fn=loss_fn,
+        learner=micro_batched(config.algorithm.make(loss_fn, has_aux=True), chunks),
+        optimizer=optax.adam(config.training.meta_lr),
+        sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
+        train_key=stream_key(config.training.seed, TRAIN_STREAM),
+        micro_batches=chunks,
+    )
+
+
+def memory_sizes(config: RunConfig) -> dict[str, Any]:
+    """The settings that set how much memory a run needs, by name."""
+    sizes = {
+        name: getattr(part, name)
+        for part in (config.task, config.algorithm)
+        for name, kind in declared(part).items()
+        if isinstance(kind, (Integer, Sizes))
+    }
+    training = config.training
+    return {
+        "meta_batch_size": training.meta_batch_size,
+        "steps_per_call": training.steps_per_call,
+        **sizes,
+    }
+
+
+def check_traceable(config: RunConfig) -> None:
+    """Errors that tracing finds come here, before the run writes anything, rather than at the
+    first compilation: the algorithm on the family's model and tasks (an ANIL pattern that
+    picks no parameter, say), and validation tasks that cannot be drawn. Nothing is compiled."""
+    family = config.task
+
+    def adapt_one_task(key: jax.Array) -> Params:
+        params, static = eqx.partition(family.build_model(key), eqx.is_inexact_array)
+        learner = config.algorithm.make(family_loss(family, static), has_aux=True)
+        task = jax.tree.map(lambda leaf: leaf[0], family.task_sampler(1)(key))
+        return learner.adapt(learner.init(params), task.support)
+
+    key = jax.random.key(0)
+    jax.eval_shape(adapt_one_task, key)
+    if config.training.validation_tasks:
+        sizes = family.validation_sizes()
+        jax.eval_shape(lambda key: family.validation_tasks(key, 1, *sizes), key)
+
+
+def validator(config: RunConfig, setup: Setup) -> Callable[[Params], dict[str, float]] | None:
+    """The scores of meta-parameters on the run's validation tasks, after the training's inner
+    steps: ``validation_<metric>``, the means over ``validation_tasks`` tasks of evaluation
+    seed 0's validation stream (``None`` without validation tasks)."""
+    count = config.training.validation_tasks
+    if not count:
+        return None
+    family = config.task
+    learner, loss_fn = setup.learner, setup.loss_fn
+    loss_name = family.loss_metric()
+    key = stream_key(0, VALIDATION_STREAM)
+
+    @jax.jit
+    def scores(meta_params: Params) -> dict[str, jax.Array]:
+        tasks = family.validation_tasks(key, count, *family.validation_sizes())
+
+        def one_task(task: Any) -> dict[str, jax.Array]:
+            loss, aux = loss_fn(learner.adapt(meta_params, task.support), task.query)
+            return {loss_name: loss, **aux}
+
+        values = jax.lax.map(one_task, tasks, batch_size=family.eval_batch_size or count)
+        return jax.tree.map(lambda leaf: leaf.mean(), values)
+
+    def validate(meta_params: Params) -> dict[str, float]:
+        with memory.converted("scoring validation tasks"):
+            values = scores(meta_params)
+        return {f"{metrics.VALIDATION_PREFIX}{name}": float(v) for name, v in values.items()}
+
+    return validate

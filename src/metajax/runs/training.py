@@ -1,0 +1,260 @@
+"""Runs of any task family and algorithm: from a config to a finished run directory, and back.
+
+:func:`train` writes ``config.json`` first, then ``metrics.jsonl`` and ``checkpoints/`` as
+training goes (see :func:`metajax.runs.training_run.run`), then ``params.eqx`` (the
+meta-parameters), the figures ``adaptation.png`` (the family's) and ``meta_loss.png`` (see
+:mod:`metajax.runs.figures`), and last ``summary.json``. :func:`resume` continues a stopped run
+bit for bit; :func:`metajax.load` gives a finished run back, ready to adapt to new tasks.
+"""
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from metajax.config import registry
+from metajax.config.run_config import RunConfig
+from metajax.core import multi_process, sharding
+from metajax.core.memory import OutOfMemoryError
+from metajax.runs import checkpoints, metrics, run_dir, training_run
+from metajax.runs.figures import plot
+from metajax.runs.loaded_run import existing_run_dir, run_config
+from metajax.runs.recording import FINAL_LOSS_WINDOW
+from metajax.runs.setup import build, check_traceable, memory_sizes, validator
+from metajax.runs.stop_signals import StopSignals
+
+
+def train(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+    tensorboard: bool = False,
+    sinks: Sequence[metrics.MetricsSink] = (),
+    devices: int | None = None,
+) -> dict[str, Any]:
+    """Meta-trains as ``config`` says and writes the run directory ``out``.
+
+    In a multi-process run (see :mod:`metajax.multi_process`), every process calls this with
+    the same arguments; process 0 alone writes ``out`` and draws the figures, and every process
+    returns the summary.
+
+    Args:
+      config: the run's settings.
+      out: the run directory; an earlier run there is an error unless ``overwrite``.
+      overwrite: replace an earlier run's files in ``out``.
+      progress: show a progress bar.
+      plots: draw the figures.
+      tensorboard: also write the metrics for TensorBoard, in ``out/tensorboard`` (needs
+        tensorboardX).
+      sinks: more places for the metrics (see :class:`metajax.metrics.MetricsSink`).
+      devices: how many of ``jax.devices()`` share each task batch (all of them by default,
+        and all of every process's in a multi-process run; see :mod:`metajax.sharding`); the
+        meta-batch size must be a multiple of it. The result is the same on any number, up to
+        the order of float additions.
+
+    Returns:
+      The summary (``summary.json``): the final meta-loss (the mean over the last 1000
+      meta-steps), the meta-steps per second, the compile and training times, the numbers
+      of devices and processes, and the number of micro-batches (as chosen, when automatic).
+
+    Raises:
+      ValueError: if the config's family or algorithm is not registered.
+      RunDirError: if ``out`` holds an earlier run and ``overwrite`` is false.
+      MissingDependencyError: ``tensorboard`` without tensorboardX installed.
+      OutOfMemoryError: the run needs more memory than the device has; it names the sizes.
+      metajax.Interrupted: SIGINT or SIGTERM stopped the run after a checkpoint; :func:`resume`
+        continues it.
+      metajax.Diverged: a meta-loss or meta-gradient was not finite.
+      ProcessFailed: another process of a multi-process run failed to set the run up (its
+        data missing, say).
+    """
+    _check_registered(config)
+    out, values = Path(out), config.to_dict()
+    # Every check before anything is written; an error on any process stops them all.
+    with multi_process.together("setting the run up"):
+        mesh = _task_mesh(config, devices)
+        if tensorboard:
+            metrics.tensorboard_writer()
+        data = config.task.prepare()
+        check_traceable(config)
+        if multi_process.is_writer():
+            run_dir.prepare(out, overwrite=overwrite)
+            run_dir.write_json(out / run_dir.CONFIG, values)
+            if data is not None:
+                run_dir.write_json(out / run_dir.DATA, data)
+    return _train(config, values, out, False, progress, plots, tensorboard, sinks, mesh)
+
+
+def _check_registered(config: RunConfig) -> None:
+    """A run's config must name a family and an algorithm that resuming and loading can find."""
+    for kind, name, registered in (
+        ("task family", config.family, registry.families().get(config.family)),
+        ("algorithm", config.algorithm.name, registry.algorithms().get(config.algorithm.name)),
+    ):
+        used = type(config.task if kind == "task family" else config.algorithm)
+        if registered is not used:
+            decorator = "register_family" if kind == "task family" else "register_algorithm"
+            raise ValueError(
+                f"the {kind} {used.__name__} is not registered as {name!r}; decorate it with "
+                f"metajax.{decorator} so that the run can be resumed and loaded"
+            )
+
+
+def resume(
+    out: str | Path,
+    *,
+    progress: bool = True,
+    plots: bool = True,
+    tensorboard: bool | None = None,
+    sinks: Sequence[metrics.MetricsSink] = (),
+    devices: int | None = None,
+) -> dict[str, Any]:
+    """Continues the run in ``out`` from its newest checkpoint, with its saved config.
+
+    The result is bit for bit the run that was never stopped. A finished run (one with
+    ``summary.json``) is left alone and its summary returned. TensorBoard logging continues if
+    the run has a ``tensorboard`` directory, unless ``tensorboard`` says otherwise. A run may
+    resume on another number of ``devices`` or processes than it started on (see
+    :func:`train`); it is then the same run up to the order of float additions. In a
+    multi-process run, every process must see ``out`` at the same path.
+
+    Raises:
+      RunDirError: if ``out`` is not a run directory or its config cannot be read.
+      CheckpointError: if the newest checkpoint is damaged or was written for another config,
+        or the processes of a multi-process run found different ones.
+      metajax.Interrupted, metajax.Diverged, OutOfMemoryError, ProcessFailed: as for
+        :func:`train`.
+    """
+    with multi_process.together("reading the run"):
+        out = existing_run_dir(out)
+        config = run_config(out)
+        done = finished(out)
+    if all(multi_process.gather(done)):
+        return run_dir.read_json(out / run_dir.SUMMARY)
+    with multi_process.together("setting the run up"):
+        mesh = _task_mesh(config, devices)
+        if tensorboard is None:
+            tensorboard = (out / run_dir.TENSORBOARD).is_dir()
+        if tensorboard:
+            metrics.tensorboard_writer()
+        _check_data(out, config.task.prepare())
+        check_traceable(config)
+        # Checkpoints record the config as config.json holds it, in the format it was written.
+        values = run_dir.read_json(out / run_dir.CONFIG)
+    return _train(config, values, out, True, progress, plots, tensorboard, sinks, mesh)
+
+
+def _task_mesh(config: RunConfig, devices: int | None) -> Mesh | None:
+    """The mesh a run shards its task batches over (``None`` on one device: no sharding)."""
+    mesh = sharding.task_mesh(devices)
+    sharding.check_divisible(config.training.meta_batch_size, mesh)
+    return mesh if mesh.size > 1 else None
+
+
+def _check_data(out: Path, data: dict[str, Any] | None) -> None:
+    """A run resumes only on the data it started with (as its ``data.json`` records it)."""
+    path = out / run_dir.DATA
+    saved = run_dir.read_json(path) if path.exists() else None
+    if saved != data:
+        raise run_dir.RunDirError(
+            f"the data differs from what '{path}' records of the run's start (the classes of "
+            "each split, or the number of images); resume with the data the run started with"
+        )
+
+
+def finished(path: str | Path) -> bool:
+    """Whether the run in ``path`` has finished: ``summary.json`` is the last file it writes."""
+    return (Path(path) / run_dir.SUMMARY).exists()
+
+
+def _train(
+    config: RunConfig,
+    values: dict[str, Any],
+    out: Path,
+    resume: bool,
+    progress: bool,
+    plots: bool,
+    tensorboard: bool,
+    sinks: Sequence[metrics.MetricsSink],
+    mesh: Mesh | None,
+) -> dict[str, Any]:
+    steps = config.training.meta_steps
+    try:
+        # Signals stop the work at the next safe point from here on, figures included.
+        with StopSignals() as stop, contextlib.ExitStack() as closing:
+            setup = build(config, 1 if mesh is None else mesh.size)
+            writer = multi_process.is_writer()
+            all_sinks = list(sinks)
+            if tensorboard and writer:
+                board = _tensorboard_sink(out, config, resume)
+                closing.callback(board.close)  # also if the run fails before it trains
+                all_sinks.append(board)
+            outcome = training_run.run(
+                out,
+                values,
+                setup.learner,
+                setup.optimizer,
+                setup.sample_tasks,
+                setup.initial_state(),
+                config.training,
+                resume=resume,
+                progress=progress,
+                stop=stop,
+                sinks=all_sinks,
+                steps_per_draw=config.task.steps_per_draw,
+                mesh=mesh,
+                validate=validator(config, setup),
+            )
+            summary = _summary(outcome, steps, resume, mesh, setup.micro_batches)
+            if writer:
+                run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
+                if plots:
+                    stop.raise_if_received(out, steps, steps)
+                    plot(out)
+                stop.raise_if_received(out, steps, steps)
+                run_dir.write_json(out / run_dir.SUMMARY, summary)
+    except OutOfMemoryError as error:
+        newest = checkpoints.latest(out / run_dir.CHECKPOINTS)
+        if multi_process.is_writer() and not resume and (newest is None or newest.step == 0):
+            # Nothing was trained: leave no unfinished run to resume or overwrite.
+            run_dir.remove_run_files(out)
+        raise error.with_sizes(memory_sizes(config)) from None
+    return summary
+
+
+def _summary(
+    outcome: training_run.RunOutcome,
+    steps: int,
+    resume: bool,
+    mesh: Mesh | None,
+    micro_batches: int,
+) -> dict[str, Any]:
+    """What ``summary.json`` records of a run that trained to its last step."""
+    trained = steps - outcome.resumed_from
+    return {
+        "meta_steps": steps,
+        "final_meta_loss": outcome.final_meta_loss,
+        "final_meta_loss_window": min(FINAL_LOSS_WINDOW, steps),
+        "resumed_from_step": outcome.resumed_from if resume else None,
+        "compile_seconds": round(outcome.compile_seconds, 3),
+        "train_seconds": round(outcome.train_seconds, 3),
+        "meta_steps_per_second": round(trained / outcome.train_seconds, 1) if trained else None,
+        "devices": 1 if mesh is None else mesh.size,
+        "processes": jax.process_count(),
+        "micro_batches": micro_batches,
+    }
+
+
+def _tensorboard_sink(out: Path, config: RunConfig, resume: bool) -> metrics.TensorBoardMetrics:
+    resumed_through = None
+    if resume:  # the records that metrics.jsonl keeps when the run resumes
+        last = checkpoints.latest(out / run_dir.CHECKPOINTS)
+        step = 0 if last is None else last.step
+        resumed_through = step - step % config.training.log_every
+    return metrics.TensorBoardMetrics(out / run_dir.TENSORBOARD, resumed_through)
