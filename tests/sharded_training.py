@@ -1,6 +1,7 @@
 """Trains the runs of :mod:`test_sharding` on one device and on all of them, in a process of
 its own: ``XLA_FLAGS=--xla_force_host_platform_device_count=8 python sharded_training.py OUT
-IMAGE_DATA`` writes ``OUT/NAME/devices-1`` and ``OUT/NAME/devices-all`` for each run."""
+IMAGE_DATA NAME...`` writes ``OUT/NAME/devices-1`` and ``OUT/NAME/devices-all`` for each run
+named."""
 
 import sys
 from pathlib import Path
@@ -29,6 +30,10 @@ IMAGE_ALGORITHMS = {
     "images-maml-micro-batched": {"micro_batches": 2, "meta_batch_size": 16},
 }
 RUNS = [*SINUSOID_ALGORITHMS, *IMAGE_ALGORITHMS]
+QUICK = ["maml", "maml-micro-batched", "images-maml-micro-batched"]
+"""The runs of the quick test suite: MAML whole and in micro-batches, on both kinds of family;
+the other algorithms' runs are shared over devices by the same code, and run with ``-m slow``.
+"""
 
 
 def configs(image_data: str) -> dict[str, metajax.RunConfig]:
@@ -53,9 +58,11 @@ def configs(image_data: str) -> dict[str, metajax.RunConfig]:
 
 
 def main() -> None:
-    out, image_data = Path(sys.argv[1]), sys.argv[2]
+    out, image_data, names = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
     assert jax.device_count() == 8, jax.devices()
-    for name, config in configs(image_data).items():
+    every = configs(image_data)
+    for name in names:
+        config = every[name]
         for devices in (1, None):
             run = out / name / f"devices-{devices or 'all'}"
             metajax.train(config, run, progress=False, plots=False, devices=devices)

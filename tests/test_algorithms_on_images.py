@@ -1,5 +1,6 @@
 """MAML++ and iMAML on the image family too: each trains, resumes bit for bit from a checkpoint
-in the middle, and is evaluated."""
+in the middle, and is evaluated. Slow: the quick suite covers the same ground with MAML on
+images (test_images.py) and with these algorithms on Conv4 and on sinusoids."""
 
 import shutil
 
@@ -9,6 +10,8 @@ from images import alphabets
 
 import metajax
 from metajax.runs import checkpoints
+
+pytestmark = pytest.mark.slow
 
 # The algorithms whose objectives differ most from MAML's, each with its settings exercised
 # (ANIL, Reptile and Meta-SGD adapt and train like it, and their own tests run them).

@@ -62,22 +62,21 @@ def test_each_task_is_normalised_with_its_own_statistics_and_nothing_leaks():
         params = init(jax.random.key(0))
         tasks = sample_tasks(jax.random.key(1), num_tasks=3)
         learner = maml(loss_fn, inner_lr=0.5, inner_steps=2, has_aux=True)
-        per_task = jax.vmap(learner.task_loss, in_axes=(None, 0))(params, tasks)
+        task_losses = jax.jit(jax.vmap(learner.task_loss, in_axes=(None, 0)))
+        per_task = task_losses(params, tasks)
         # Task 2's inputs scaled and shifted far away: tasks 0 and 1 do not move by a bit.
         (x, y), query = tasks
         moved = Task((x.at[2].set(x[2] * 100.0 + 50.0), y), query)
-        moved_per_task = jax.vmap(learner.task_loss, in_axes=(None, 0))(params, moved)
+        moved_per_task = task_losses(params, moved)
         for values, moved_values in zip(
             jax.tree.leaves(per_task), jax.tree.leaves(moved_per_task), strict=True
         ):
             np.testing.assert_array_equal(values[:2], moved_values[:2])
         assert per_task[0][2] != moved_per_task[0][2]  # task 2's own loss did move
         # The vmapped meta-gradient is the mean of the tasks' gradients, one at a time.
-        (loss, aux), grads = learner.meta_grad(params, tasks)
-        one_by_one = [
-            jax.grad(lambda p, t: learner.task_loss(p, t)[0])(params, one(tasks, i))
-            for i in range(3)
-        ]
+        (loss, aux), grads = jax.jit(learner.meta_grad)(params, tasks)
+        task_grad = jax.jit(jax.grad(lambda p, t: learner.task_loss(p, t)[0]))
+        one_by_one = [task_grad(params, one(tasks, i)) for i in range(3)]
         mean = jax.tree.map(lambda *g: sum(g) / 3, *one_by_one)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10), grads, mean)
         np.testing.assert_allclose(loss, per_task[0].mean(), rtol=1e-12)

@@ -19,6 +19,7 @@ def quick(monkeypatch):
     monkeypatch.setenv("METAJAX_DOCS_QUICK", "1")
 
 
+@pytest.mark.slow  # its derivatives and toy MAML objective: test_maml.py too
 def test_the_documented_command_renders_the_tutorial_with_its_outputs(tmp_path, quick):
     notebook = tmp_path / "tutorial.ipynb"
     subprocess.run(

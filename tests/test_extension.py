@@ -245,7 +245,8 @@ def test_a_step_size_that_cannot_be_traced_is_evaluated_and_tuned_one_value_at_a
     plain = metajax.load(tmp_path / "run")
     # The same run seen as MAML, whose step size is traced and vmapped over.
     traced = plain._replace(config=plain.config.with_algorithm("maml"))
-    settings = metajax.EvalSettings(num_tasks=20, adapt_steps=2, validation_tasks=10)
+    # One K: each value of the grid compiles a program of its own for the plain step size.
+    settings = metajax.EvalSettings(num_tasks=20, shots=(8,), adapt_steps=2, validation_tasks=10)
     ours = evaluate_run(plain, settings)  # tuned on validation tasks
     theirs = evaluate_run(traced, dataclasses.replace(settings, tune_inner_lr=True))
     for a, b in zip(ours, theirs, strict=True):

@@ -111,7 +111,9 @@ def test_validation_tasks_without_validation_classes_are_refused_before_writing(
     with pytest.raises(DataError, match=re.escape(message)):
         metajax.train(config, out, progress=False)
     assert not out.exists()
-    metajax.train(config.replace(validation_tasks=0, meta_steps=2), out, progress=False)
+    metajax.train(
+        config.replace(validation_tasks=0, meta_steps=2), out, progress=False, plots=False
+    )
     assert metrics.read(out / "metrics.jsonl", ("step",), validation=True) == []
 
 
@@ -248,6 +250,7 @@ def test_the_cli_names_bad_data(tmp_path, run_metajax):
     assert not (tmp_path / "run").exists()  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not OMNIGLOT.is_dir(), reason="the Omniglot subsets are not next to this checkout"
 )

@@ -73,11 +73,11 @@ def test_on_a_network_the_gradient_is_the_dense_solve_at_the_adapted_parameters(
         tasks = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), tasks)
         support, query = (jax.tree.map(lambda leaf: leaf[0], part) for part in tasks)
         learner = imaml(loss, inner_lr=0.02, inner_steps=20, prox_lambda=lam, cg_steps=400)
-        adapted, unravel = ravel_pytree(learner.adapt(params, support))
-        hessian = jax.hessian(lambda flat: loss(unravel(flat), support))(adapted)
+        adapted, unravel = ravel_pytree(jax.jit(learner.adapt)(params, support))
+        hessian = jax.jit(jax.hessian(lambda flat: loss(unravel(flat), support)))(adapted)
         query_grad = ravel_pytree(jax.grad(loss)(unravel(adapted), query))[0]
         expected = np.linalg.solve(np.eye(len(adapted)) + hessian / lam, query_grad)
-        _, grads = learner.meta_grad(params, tasks)
+        _, grads = jax.jit(learner.meta_grad)(params, tasks)
         np.testing.assert_allclose(ravel_pytree(grads)[0], expected, rtol=1e-8, atol=1e-12)
 
 

@@ -271,7 +271,7 @@ def test_on_conv4_each_inner_step_normalises_with_its_own_batch_norm_copy():
     tasks = Task(support=(images[:, 0], labels[:, 0]), query=(images[:, 1], labels[:, 1]))
     learner = maml_plus_plus(loss, initial_lr=0.1, inner_steps=2)
     meta_params = learner.init(params)
-    _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
+    _, grads = jax.jit(learner.meta_grad)(meta_params, tasks, jnp.int32(0))
     # Copy 0 serves the first step's support loss, copy 1 the second's and the query loss:
     # each gets a gradient of its own.
     scale_grads = np.asarray(grads["per_step"].scales[0])
@@ -279,6 +279,6 @@ def test_on_conv4_each_inner_step_normalises_with_its_own_batch_norm_copy():
     assert all(np.abs(scale_grads[i]).max() > 0 for i in range(2))
     assert not np.allclose(scale_grads[0], scale_grads[1])
     # Batch norm's parameters do not adapt: after two steps they are copy 1, as stored.
-    adapted = learner.adapt(meta_params, jax.tree.map(lambda x: x[0], tasks.support))
+    adapted = jax.jit(learner.adapt)(meta_params, jax.tree.map(lambda x: x[0], tasks.support))
     np.testing.assert_array_equal(adapted.offsets[1], meta_params["per_step"].offsets[1][1])
     assert not np.allclose(adapted.kernels[0], params.kernels[0])

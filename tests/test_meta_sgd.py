@@ -68,7 +68,7 @@ def test_a_run_learns_its_step_sizes_and_adapts_with_them(tmp_path, run_metajax)
     out = tmp_path / "meta-sgd"
     result = run_metajax(
         "train", "sinusoid", "--preset", "finn2017", "--algorithm", "meta-sgd",
-        "--meta-steps", "3000", "--out", str(out), "--no-progress",
+        "--meta-steps", "3000", "--out", str(out), "--no-progress", "--no-plots",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     run = metajax.load(out)

@@ -1,6 +1,7 @@
 """Task batches sharded over devices: 8 simulated CPU devices give the 1-device result, for
-every algorithm and both kinds of task family, and a meta-batch they cannot share evenly is
-refused before a run writes anything."""
+every algorithm (MAML's in the quick suite, the others' with ``-m slow``) and both kinds of
+task family, and a meta-batch they cannot share evenly is refused before a run writes
+anything."""
 
 import json
 import subprocess
@@ -10,9 +11,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import sharded_training
 from images import alphabets
 from numeric import assert_runs_agree
+from sharded_training import QUICK, RUNS
 
 import metajax
 from metajax.core import sharding
@@ -31,18 +32,30 @@ def on_eight_devices(child_env: dict, *args: str) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def sharded_runs(tmp_path_factory, child_env):
-    """The runs of :mod:`sharded_training`, each trained on 1 device and on 8."""
-    out = tmp_path_factory.mktemp("sharded")
+    """``trained(name)``: the directory of the runs of :mod:`sharded_training` named ``name``,
+    trained on 1 device and on 8; the quick ones in one process, the others in another."""
     data = alphabets(tmp_path_factory.mktemp("data") / "set", groups=3, characters=4)
     script = Path(__file__).with_name("sharded_training.py")
-    result = on_eight_devices(child_env, str(script), str(out), str(data))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    done: dict[str, Path] = {}
+
+    def trained(name: str) -> Path:
+        if name not in done:
+            names = QUICK if name in QUICK else [n for n in RUNS if n not in QUICK]
+            out = tmp_path_factory.mktemp("sharded")
+            result = on_eight_devices(child_env, str(script), str(out), str(data), *names)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done.update(dict.fromkeys(names, out))
+        return done[name]
+
+    return trained
 
 
-@pytest.mark.parametrize("name", sharded_training.RUNS)
+@pytest.mark.parametrize(
+    "name", [name if name in QUICK else pytest.param(name, marks=pytest.mark.slow) for name in RUNS]
+)
 def test_eight_devices_give_the_one_device_result(sharded_runs, name):
-    one, eight = sharded_runs / name / "devices-1", sharded_runs / name / "devices-all"
+    runs = sharded_runs(name)
+    one, eight = runs / name / "devices-1", runs / name / "devices-all"
     assert run_dir.read_json(one / run_dir.SUMMARY)["devices"] == 1
     assert run_dir.read_json(eight / run_dir.SUMMARY)["devices"] == 8
     assert len(assert_runs_agree(one, eight)) == 10

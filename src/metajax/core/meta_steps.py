@@ -69,7 +69,7 @@ def train_steps(
     batch. Drawing many at once is several times cheaper on a CPU for small tasks; drawing few
     bounds the memory the task batches take. Meta-step ``i`` trains on the tasks of
     ``sample_tasks(fold_in(state.key, i))`` either way. With a ``mesh`` (see
-    :mod:`metajax.sharding`), each batch is sharded over its ``tasks`` axis.
+    :mod:`metajax.core.sharding`), each batch is sharded over its ``tasks`` axis.
 
     Returns:
       The new state and the meta-loss of every step, shape ``[meta_steps]``.

@@ -32,7 +32,7 @@ def micro_batched(learner: MetaLearner, micro_batches: int) -> MetaLearner:
     additions, in the memory of one chunk.
 
     Chunk ``m`` holds tasks ``m, m + M, m + 2M, ...`` of the batch (for ``M`` chunks): a batch
-    sharded over devices in contiguous blocks (see :mod:`metajax.sharding`) splits into chunks
+    sharded over devices in contiguous blocks (see :mod:`metajax.core.sharding`) splits into chunks
     that are sharded the same way, so no task moves between devices.
 
     Args:

@@ -2,7 +2,7 @@
 
 Every process runs the same program on the same config: it restores the same checkpoint and
 calls the same compiled meta-steps on a mesh of all the processes' devices (see
-:mod:`metajax.sharding`), in which each device draws and adapts its own share of every task
+:mod:`metajax.core.sharding`), in which each device draws and adapts its own share of every task
 batch. Only process 0 writes the run directory, which every process must see at the same path
 (a shared filesystem) to resume. The processes also agree, between compiled calls, on whether a
 stop signal arrived and whether a stage that only some of them run went well, so that a signal

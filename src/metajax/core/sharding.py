@@ -6,7 +6,7 @@ meta-step's task batch over the mesh's ``tasks`` axis: XLA's SPMD partitioner th
 adapts each device's share of the tasks on that device and sums the meta-gradient across
 devices. The tasks are drawn inside the compiled call from the meta-step's key, so the batch,
 and so the result, is the same whatever the number of devices or processes (up to the order in
-which float additions are done). In a multi-process run (see :mod:`metajax.multi_process`) the
+which float additions are done). In a multi-process run (see :mod:`metajax.core.multi_process`) the
 mesh holds the devices of every process.
 """
 

@@ -101,7 +101,7 @@ def meta_train(
       on_chunk: called after each compiled call with the state after it, that call's
         meta-losses and its aux metrics (float64 numpy, as in :class:`TrainResult`).
       mesh: shard every task batch over this mesh's ``tasks`` axis, with the state and the
-        sampler's data replicated on its devices (see :mod:`metajax.sharding`); the number of
+        sampler's data replicated on its devices (see :mod:`metajax.core.sharding`); the number of
         tasks of a batch must be a multiple of its number of devices. By default everything
         runs on the default device.
 

@@ -40,7 +40,7 @@ def train(
 ) -> dict[str, Any]:
     """Meta-trains as ``config`` says and writes the run directory ``out``.
 
-    In a multi-process run (see :mod:`metajax.multi_process`), every process calls this with
+    In a multi-process run (see :mod:`metajax.core.multi_process`), every process calls this with
     the same arguments; process 0 alone writes ``out`` and draws the figures, and every process
     returns the summary.
 
@@ -52,9 +52,9 @@ def train(
       plots: draw the figures.
       tensorboard: also write the metrics for TensorBoard, in ``out/tensorboard`` (needs
         tensorboardX).
-      sinks: more places for the metrics (see :class:`metajax.metrics.MetricsSink`).
+      sinks: more places for the metrics (see :class:`metajax.runs.metrics.MetricsSink`).
       devices: how many of ``jax.devices()`` share each task batch (all of them by default,
-        and all of every process's in a multi-process run; see :mod:`metajax.sharding`); the
+        and all of every process's in a multi-process run; see :mod:`metajax.core.sharding`); the
         meta-batch size must be a multiple of it. The result is the same on any number, up to
         the order of float additions.
 

@@ -96,7 +96,7 @@ def run(
     A new run checkpoints ``initial_state`` first, so that a run stopped at any moment can be
     resumed. Then, after every compiled call, ``metrics.jsonl`` (and every sink) gets its new
     records and, every ``checkpoint_every`` meta-steps and at the end,
-    ``checkpoints/step_<step>`` is written (see :mod:`metajax.checkpoints`).
+    ``checkpoints/step_<step>`` is written (see :mod:`metajax.runs.checkpoints`).
 
     Args:
       out: the run directory (created if missing). A new run refuses one that already holds
@@ -111,11 +111,11 @@ def run(
         other training settings are the caller's to apply).
       resume: continue from the newest checkpoint (from ``initial_state`` if there is none).
       progress: show a progress bar.
-      stop: the caller's :class:`~metajax.stop_signals.StopSignals`, already entered, when
+      stop: the caller's :class:`~metajax.runs.stop_signals.StopSignals`, already entered, when
         signals should also stop the work around this call (the CLI's figures, say); by default
         ``run`` handles signals itself, from start to end.
       sinks: more places for the metrics records than ``metrics.jsonl`` (see
-        :class:`metajax.metrics.MetricsSink`); process 0 alone writes to them in a
+        :class:`metajax.runs.metrics.MetricsSink`); process 0 alone writes to them in a
         multi-process run.
       steps_per_draw, mesh: as for :func:`~metajax.meta_train`.
       validate: ``validate(meta_params) -> {name: value}``, scores of the meta-parameters on
