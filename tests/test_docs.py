@@ -102,6 +102,7 @@ json.dump(
 """
 
 
+@pytest.mark.slow  # quicker: test_maml.py, test_flax.py, test_extension.py, test_training_run.py
 def test_every_snippet_of_the_guide_runs_and_every_model_adapts(quick):
     done = subprocess.run(
         [sys.executable, "-c", RUN_GUIDE, str(DOCS / "guide.md")],
