@@ -116,6 +116,19 @@ def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
     assert [found.step for found in checkpoints.list_complete(out / "checkpoints")] == [600, 730]
 
 
+def test_a_run_under_a_meta_lr_schedule_resumes_bit_for_bit(tmp_path, reference):
+    # The schedule's step count is part of the optimizer state the checkpoint keeps.
+    config = CONFIG.replace(meta_optimizer="sgd", meta_lr_schedule="cosine", meta_lr_end=1e-4)
+    never_stopped = tmp_path / "never-stopped"
+    train(config, never_stopped)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(config, out, sinks=[SignalAt(280, signal.SIGINT)])
+    assert resume(out)["resumed_from_step"] == 300
+    assert_same_run(out, never_stopped)
+    assert (out / "params.eqx").read_bytes() != (reference / "params.eqx").read_bytes()
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, reference):
     out = run_dir.prepare(tmp_path / "run")
     run_dir.write_json(out / "config.json", CONFIG.to_dict())

@@ -79,14 +79,15 @@ def sizes(name: str, value: Any, min_length: int, maximum: int | None = None) ->
     return tuple(int(size) for size in value)
 
 
-def positive_number(name: str, value: Any) -> float:
-    """``value`` as a float, if it is a finite real number > 0 (a concrete scalar)."""
+def positive_number(name: str, value: Any, *, zero: bool = False) -> float:
+    """``value`` as a float, if it is a finite real number > 0 (a concrete scalar); with
+    ``zero``, >= 0."""
     try:
         number = float(value) if not isinstance(value, (bool, np.bool_, str)) else math.nan
     except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
         number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise OptionError(name, "a finite number > 0", value)
+    if not (math.isfinite(number) and (number > 0 or (zero and number == 0))):
+        raise OptionError(name, f"a finite number {'>=' if zero else '>'} 0", value)
     return number
 
 

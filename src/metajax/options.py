@@ -65,14 +65,15 @@ class Integer(Kind):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Number(Kind):
-    """A finite number > 0; with ``traceable``, also a scalar JAX array, which may be traced
-    (so that step sizes can be swept with ``vmap``)."""
+    """A finite number > 0 (with ``zero``, >= 0); with ``traceable``, also a scalar JAX array,
+    which may be traced (so that step sizes can be swept with ``vmap``)."""
 
     traceable: bool = False
+    zero: bool = False
 
     def _check(self, name: str, value: Any) -> Any:
         if not self.traceable:
-            return _validation.positive_number(name, value)
+            return _validation.positive_number(name, value, zero=self.zero)
         checked = _validation.step_size(name, value)
         # A concrete array is kept as a number, so that the config can be saved; only a traced
         # one (inside jit or vmap) stays an array.
@@ -190,14 +191,16 @@ def number(
     *,
     metavar: str = "X",
     traceable: bool = False,
+    zero: bool = False,
     optional: bool = False,
     default_text: str | None = None,
 ) -> Any:
-    """A finite number > 0 (a step size)."""
+    """A finite number > 0 (a step size); with ``zero``, >= 0."""
     kind = Number(
         help=help,
         metavar=metavar,
         traceable=traceable,
+        zero=zero,
         optional=optional,
         default_text=default_text,
     )

@@ -4,6 +4,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import ClassVar
 
+import optax
+
 from metajax import options
 from metajax._validation import MAX_SEED, OptionError
 from metajax.core.micro_batching import CPU_CHUNK_TASKS
@@ -28,7 +30,31 @@ class TrainSettings(Options):
         metavar="M",
         minimum=0,
     )
-    meta_lr: float = options.number(1e-3, "Adam step size of the meta-parameters", metavar="LR")
+    meta_optimizer: str = options.choice(
+        "adam", ("adam", "sgd"), "the outer optimizer of the meta-parameters (optax)"
+    )
+    meta_lr: float = options.number(
+        1e-3, "the outer optimizer's step size (under a schedule, its first)", metavar="LR"
+    )
+    meta_lr_schedule: str = options.choice(
+        "constant",
+        ("constant", "cosine", "linear"),
+        "how the meta step size changes over the meta-steps: not at all, or from meta-lr to "
+        "meta-lr-end by cosine decay or linearly",
+    )
+    meta_lr_end: float | None = options.number(
+        None,
+        "the meta step size that a cosine or linear schedule reaches at the last meta-step",
+        metavar="LR",
+        zero=True,
+        optional=True,
+        default_text="0 under a schedule",
+    )
+    adam_eps: float = options.number(
+        1e-8,
+        "epsilon of the outer Adam (meta-optimizer adam), added to the root of its second moment",
+        metavar="EPS",
+    )
     seed: int = options.integer(
         0, "seed of every random number in the run", minimum=0, maximum=MAX_SEED
     )
@@ -49,9 +75,32 @@ class TrainSettings(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.meta_lr_end is not None and self.meta_lr_schedule == "constant":
+            raise OptionError(
+                "meta_lr_end",
+                "left unset unless the meta step size follows a schedule "
+                "(meta_lr_schedule cosine or linear)",
+                self.meta_lr_end,
+            )
         if self.micro_batches and self.meta_batch_size % self.micro_batches:
             raise OptionError(
                 "micro_batches",
                 f"a divisor of meta_batch_size ({self.meta_batch_size}), or 0 for automatic",
                 self.micro_batches,
             )
+
+    def meta_lr_at(self) -> optax.ScalarOrSchedule:
+        """The meta step size: ``meta_lr``, or its schedule over ``meta_steps`` as a function of
+        the optimizer's step count."""
+        end = self.meta_lr_end or 0.0
+        if self.meta_lr_schedule == "cosine":
+            return optax.cosine_decay_schedule(self.meta_lr, self.meta_steps, end / self.meta_lr)
+        if self.meta_lr_schedule == "linear":
+            return optax.linear_schedule(self.meta_lr, end, self.meta_steps)
+        return self.meta_lr
+
+    def outer_optimizer(self) -> optax.GradientTransformation:
+        """The optimizer of the meta-parameters these settings describe."""
+        if self.meta_optimizer == "sgd":
+            return optax.sgd(self.meta_lr_at())
+        return optax.adam(self.meta_lr_at(), eps=self.adam_eps)

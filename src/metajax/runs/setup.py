@@ -22,8 +22,8 @@ from metajax.runs import metrics
 
 class Setup(NamedTuple):
     """What a config builds for training: the model's parameters, the rest of the model, the
-    loss, the learner (in ``micro_batches`` chunks), the outer optimizer (Adam at ``meta_lr``),
-    the task sampler and the key of the training tasks."""
+    loss, the learner (in ``micro_batches`` chunks), the outer optimizer (as the training
+    settings describe it), the task sampler and the key of the training tasks."""
 
     params: Params
     static: Any
@@ -53,7 +53,7 @@ def build(config: RunConfig, devices: int = 1) -> Setup:
         static=static,
         loss_fn=loss_fn,
         learner=micro_batched(config.algorithm.make(loss_fn, has_aux=True), chunks),
-        optimizer=optax.adam(config.training.meta_lr),
+        optimizer=training.outer_optimizer(),
         sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
         train_key=stream_key(config.training.seed, TRAIN_STREAM),
         micro_batches=chunks,
