@@ -89,7 +89,7 @@ class TrainSettings(Options):
                 self.micro_batches,
             )
 
-    def meta_lr_at(self) -> optax.ScalarOrSchedule:
+    def meta_step_size(self) -> optax.ScalarOrSchedule:
         """The meta step size: ``meta_lr``, or its schedule over ``meta_steps`` as a function of
         the optimizer's step count."""
         end = self.meta_lr_end or 0.0
@@ -102,5 +102,5 @@ class TrainSettings(Options):
     def outer_optimizer(self) -> optax.GradientTransformation:
         """The optimizer of the meta-parameters these settings describe."""
         if self.meta_optimizer == "sgd":
-            return optax.sgd(self.meta_lr_at())
-        return optax.adam(self.meta_lr_at(), eps=self.adam_eps)
+            return optax.sgd(self.meta_step_size())
+        return optax.adam(self.meta_step_size(), eps=self.adam_eps)
