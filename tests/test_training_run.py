@@ -10,6 +10,7 @@ import shutil
 import signal
 
 import fakes
+import numpy as np
 import pytest
 from fakes import line_config
 
@@ -127,6 +128,15 @@ def test_a_run_under_a_meta_lr_schedule_resumes_bit_for_bit(tmp_path, reference)
     assert resume(out)["resumed_from_step"] == 300
     assert_same_run(out, never_stopped)
     assert (out / "params.eqx").read_bytes() != (reference / "params.eqx").read_bytes()
+    # Each record has the mean step size of its window: cosine decay from the preset's
+    # meta_lr to 1e-4 over the 730 meta-steps; the last window is steps 700 to 729.
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    sizes = 1e-4 + (config.training.meta_lr - 1e-4) * (1 + np.cos(np.pi * np.arange(730) / 730)) / 2
+    assert [record["step"] for record in records] == [*range(70, 730, 70), 730]
+    for record in records:
+        window = sizes[(record["step"] - 1) // 70 * 70 : record["step"]]
+        np.testing.assert_allclose(record["meta_lr"], window.mean(), rtol=1e-6)
+    assert "meta_lr" not in (reference / "metrics.jsonl").read_text()
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, reference):

@@ -79,6 +79,7 @@ class Recorder:
         self.sinks = [metrics.JsonlMetrics(out / run_dir.METRICS), *sinks] if writer else []
         self.windows = metrics.WindowedMetrics(self.sinks, settings.log_every, first_step, pending)
         self.tail_length = max(FINAL_LOSS_WINDOW, settings.log_every)
+        self.step_size = settings.meta_step_size()
 
     def validation_due(self, step: int) -> bool:
         """Whether validation scores are recorded at ``step``."""
@@ -100,6 +101,9 @@ class Recorder:
         settings = self.settings
         step = int(state.step)
         values = {"meta_loss": losses, **aux}
+        if callable(self.step_size):  # under a schedule, each meta-step's step size is a metric
+            steps = np.arange(step - len(losses), step)
+            values["meta_lr"] = np.asarray(self.step_size(steps), dtype=np.float64)
         self.windows(step, values)
         self.recent = {
             name: np.concatenate([self.recent.get(name, np.zeros(0)), v])[-self.tail_length :]
