@@ -206,7 +206,13 @@ class LearnedLR(metajax.Algorithm):
     initial_lr: float = options.number(0.05, "the step size meta-training starts from")
     inner_steps: int = options.integer(1, "inner-loop gradient steps", minimum=0, metavar="S")
 
-    def make(self, loss_fn: metajax.LossFn, *, has_aux: bool = False) -> metajax.MetaLearner:
+    def make(
+        self,
+        loss_fn: metajax.LossFn,
+        *,
+        has_aux: bool = False,
+        head: metajax.LinearHead | None = None,
+    ) -> metajax.MetaLearner:
         return learned_lr(
             loss_fn, initial_lr=self.initial_lr, inner_steps=self.inner_steps, has_aux=has_aux
         )

@@ -28,6 +28,12 @@ SINUSOID_ALGORITHMS = {
 }
 IMAGE_ALGORITHMS = {
     "images-maml-micro-batched": {"micro_batches": 2, "meta_batch_size": 16},
+    "images-protonet": {"algorithm": "protonet"},
+    "images-protomaml-micro-batched": {
+        "algorithm": "protomaml",
+        "micro_batches": 2,
+        "meta_batch_size": 16,
+    },
 }
 RUNS = [*SINUSOID_ALGORITHMS, *IMAGE_ALGORITHMS]
 QUICK = ["maml", "maml-micro-batched", "images-maml-micro-batched"]
@@ -37,8 +43,9 @@ the other algorithms' runs are shared over devices by the same code, and run wit
 
 
 def configs(image_data: str) -> dict[str, metajax.RunConfig]:
-    """The runs by name: every algorithm on sinusoids and micro-batched MAML on images, 50
-    meta-steps of 8 tasks (16 when micro-batched), in one compiled call."""
+    """The runs by name: every algorithm on sinusoids; on images, micro-batched MAML and the
+    metric-based algorithms (which need a classifier); 50 meta-steps of 8 tasks (16 when
+    micro-batched), in one compiled call."""
     length = {"meta_steps": 50, "steps_per_call": 50, "checkpoint_every": 50, "log_every": 5}
     sinusoid = metajax.presets("sinusoid")["tutorial"].replace(meta_batch_size=8, **length)
     # Three shots: with one, batch norm over a support set of 3 images makes training chaotic

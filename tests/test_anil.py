@@ -126,7 +126,7 @@ def test_an_anil_run_on_sinusoids_adapts(tmp_path):
     out = tmp_path / "anil"
     metajax.train(config, out, progress=False, plots=False)
     run = metajax.load(out)
-    assert run.config.algorithm == metajax.ANIL(inner_lr=0.01, inner_steps=1)
+    assert run.config.algorithm == metajax.ANIL(inner_lr=0.01, inner_steps=1, test_steps=10)
     report = metajax.evaluate(
         out, metajax.EvalSettings(num_tasks=100, shots=(10,), adapt_steps=10), write=False
     )

@@ -123,6 +123,8 @@ def test_every_option_reaches_the_config():
         "0.05",
         "--inner-steps",
         "3",
+        "--test-steps",
+        "4",
         "--meta-optimizer",
         "sgd",
         "--meta-lr",
@@ -168,6 +170,7 @@ def test_every_option_reaches_the_config():
         "hparams": {
             "inner_lr": 0.05,
             "inner_steps": 3,
+            "test_steps": 4,
             "first_order": True,
             "remat": True,
             "inner_optimizer": "momentum",
@@ -180,6 +183,7 @@ def test_every_option_reaches_the_config():
             "meta_lr": 0.002,
             "meta_lr_schedule": "linear",
             "meta_lr_end": 0.0002,
+            "meta_lr_halve_every": None,
             "adam_eps": 1e-6,
             "seed": 9,
             "log_every": 7,
@@ -189,6 +193,11 @@ def test_every_option_reaches_the_config():
             "validation_tasks": 30,
         },
     }
+    halving = parse_config("--meta-lr-schedule", "halving", "--meta-lr-halve-every", "7")
+    assert (halving.training.meta_lr_schedule, halving.training.meta_lr_halve_every) == (
+        "halving",
+        7,
+    )
     # Options not given come from the preset.
     assert parse_config("--preset", "finn2017").training.meta_batch_size == 25
     assert parse_config() == metajax.presets("sinusoid")["tutorial"]
@@ -214,7 +223,8 @@ def test_help_documents_every_option(run_metajax):
         "--out",
         "--meta-lr",
         "--meta-optimizer {adam,sgd}",
-        "--meta-lr-schedule {constant,cosine,linear}",
+        "--meta-lr-schedule {constant,cosine,linear,halving}",
+        "--meta-lr-halve-every N",
         "--meta-lr-end LR",
         "--adam-eps EPS",
         "--amplitude-range",
@@ -231,8 +241,9 @@ def test_help_documents_every_option(run_metajax):
     assert (
         "maml: first-order MAML: no gradients through the inner-loop gradients; anil: no "
         "gradients through the inner-loop gradients; meta-sgd: no gradients through the "
-        "inner-loop gradients (the step sizes still learn) (default: off; maml, anil, meta-sgd "
-        "only)" in text
+        "inner-loop gradients (the step sizes still learn); protomaml: no gradients through "
+        "the inner-loop gradients (the prototypes keep theirs) (default: off; maml, anil, "
+        "meta-sgd, protomaml only)" in text
     )
     # Every registered family is a command of its own, with its own settings.
     result = run_metajax("train", "--help")
@@ -258,7 +269,7 @@ def test_help_documents_every_option(run_metajax):
         (
             ["--meta-lr-end", "1e-5"],
             "argument --meta-lr-end: must be left unset unless the meta step size follows a "
-            "schedule (meta_lr_schedule cosine or linear), got 1e-05",
+            "schedule to an end (meta_lr_schedule cosine or linear), got 1e-05",
         ),
         (["--amplitude-range", "2", "1"], "argument --amplitude-range: must be a pair"),
         (

@@ -136,7 +136,7 @@ class Clashing(metajax.Algorithm):
     description: ClassVar[str] = "declares a training setting"
     seed: int = options.integer(0, "a seed of its own")
 
-    def make(self, loss_fn, *, has_aux=False):
+    def make(self, loss_fn, *, has_aux=False, head=None):
         raise NotImplementedError
 
 
@@ -146,7 +146,7 @@ class OtherKind(metajax.Algorithm):
     description: ClassVar[str] = "declares inner_lr as an integer"
     inner_lr: int = options.integer(1, "not a step size")
 
-    def make(self, loss_fn, *, has_aux=False):
+    def make(self, loss_fn, *, has_aux=False, head=None):
         raise NotImplementedError
 
 
@@ -232,7 +232,7 @@ class PlainStepMAML(metajax.Algorithm):
     inner_lr: float = options.number(0.1, "a step size that must be a number")
     inner_steps: int = options.integer(1, "inner steps", minimum=0)
 
-    def make(self, loss_fn, *, has_aux=False):
+    def make(self, loss_fn, *, has_aux=False, head=None):
         return metajax.maml(
             loss_fn, inner_lr=self.inner_lr, inner_steps=self.inner_steps, has_aux=has_aux
         )

@@ -55,6 +55,28 @@ def test_the_implicit_gradient_equals_the_closed_form_of_the_proximal_solution()
         assert np.max(np.abs(rough - expected_grad)) > 1e-3
 
 
+def test_the_official_codes_variant_damps_the_system_and_pulls_back_once():
+    # aravindr93/imaml_dev: K plain steps phi_K = a + (I - lr A)^K (theta - a), then one step on
+    # the proximal term, phi = phi_K - lr lam (phi_K - theta); the meta-gradient solves
+    # ((1 + D) I + A / (lam + E)) x = phi - b. Adaptation at test time is the plain steps alone.
+    lr, steps, lam, damping, lam_damping = 0.1, 16, 2.0, 1.0, 10.0
+    with jax.enable_x64(True):
+        a, b = np.array([1.0, -2.0, 0.5]), np.array([0.3, 0.7, -1.0])
+        tasks = jax.tree.map(lambda leaf: leaf[None], quadratic_task(a, b))
+        theta = jnp.array([0.2, 0.1, -0.4])
+        learner = imaml(
+            quadratic_loss, inner_lr=lr, inner_steps=steps, prox_lambda=lam, cg_steps=3,
+            cg_damping=damping, lambda_damping=lam_damping, proximal_inner_loop=False,
+        )  # fmt: skip
+        plain = a + np.linalg.matrix_power(np.eye(3) - lr * A, steps) @ (theta - a)
+        np.testing.assert_allclose(learner.adapt(theta, (False, a)), plain, rtol=1e-12)
+        phi = plain - lr * lam * (plain - theta)
+        loss, grad = learner.meta_grad(theta, tasks)
+        np.testing.assert_allclose(loss, 0.5 * np.sum((phi - b) ** 2), rtol=1e-12)
+        system = (1 + damping) * np.eye(3) + A / (lam + lam_damping)
+        np.testing.assert_allclose(grad, np.linalg.solve(system, phi - b), rtol=1e-10)
+
+
 def test_on_a_network_the_gradient_is_the_dense_solve_at_the_adapted_parameters():
     # What iMAML computes, (I + H / lambda)^-1 grad L_query(phi), with H the support loss's
     # Hessian at phi, against a dense solve with the full Hessian.

@@ -240,7 +240,7 @@ def test_a_maml_plus_plus_run_learns_its_step_sizes_and_is_evaluated(tmp_path, r
     assert result.returncode == 0, result.stderr
     run = metajax.load(out)
     assert run.config.algorithm == metajax.MAMLPlusPlus(
-        inner_steps=3, anneal_steps=1000, first_order_steps=500
+        inner_steps=3, anneal_steps=1000, first_order_steps=500, test_steps=10
     )
     assert run.config.algorithm.adaptation_note(3) == ""
     assert run.config.algorithm.adaptation_note(4) == (

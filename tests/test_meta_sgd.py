@@ -72,7 +72,7 @@ def test_a_run_learns_its_step_sizes_and_adapts_with_them(tmp_path, run_metajax)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     run = metajax.load(out)
-    assert run.config.algorithm == metajax.MetaSGD(initial_lr=0.01, inner_steps=1)
+    assert run.config.algorithm == metajax.MetaSGD(initial_lr=0.01, inner_steps=1, test_steps=10)
     inner_lrs = np.concatenate([np.ravel(x) for x in jax.tree.leaves(run.meta_params["inner_lrs"])])
     # Learned: the step sizes left their common start and differ from parameter to parameter.
     assert np.ptp(inner_lrs) > 1e-3 and not np.allclose(inner_lrs, 0.01, atol=1e-3)

@@ -36,15 +36,17 @@ def step_sizes(schedule: str, first: float, end: float, steps: int) -> np.ndarra
         return first + (end - first) * t
     if schedule == "cosine":
         return end + (first - end) * (1 + np.cos(math.pi * t)) / 2
+    if schedule == "halving":  # every 3 steps
+        return first * 0.5 ** (np.arange(steps) // 3)
     return np.full(steps, first)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear", "halving"])
 def test_sgd_steps_along_the_gradient_by_the_scheduled_step_size(schedule):
-    end = {"constant": None, "cosine": 0.01, "linear": 0.0}[schedule]
+    end = {"cosine": 0.01, "linear": 0.0}.get(schedule)
     settings = metajax.TrainSettings(
         meta_steps=10, meta_optimizer="sgd", meta_lr=0.5, meta_lr_schedule=schedule,
-        meta_lr_end=end,
+        meta_lr_end=end, meta_lr_halve_every=3 if schedule == "halving" else None,
     )  # fmt: skip
     expected = -step_sizes(schedule, 0.5, end or 0.0, 10)[:, None] * np.asarray(GRADIENT)
     np.testing.assert_allclose(updates(settings.outer_optimizer(), 10), expected, rtol=1e-6)
@@ -89,7 +91,22 @@ def test_a_run_trains_with_the_optimizer_its_config_describes():
         (
             {"meta_lr_end": 0.1},
             "`meta_lr_end` must be left unset unless the meta step size follows a schedule "
-            "(meta_lr_schedule cosine or linear), got 0.1",
+            "to an end (meta_lr_schedule cosine or linear), got 0.1",
+        ),
+        (
+            {"meta_lr_schedule": "halving", "meta_lr_end": 0.1, "meta_lr_halve_every": 5},
+            "`meta_lr_end` must be left unset unless the meta step size follows a schedule "
+            "to an end (meta_lr_schedule cosine or linear), got 0.1",
+        ),
+        (
+            {"meta_lr_schedule": "halving"},
+            "`meta_lr_halve_every` must be set with meta_lr_schedule halving and only then, "
+            "got None",
+        ),
+        (
+            {"meta_lr_schedule": "cosine", "meta_lr_halve_every": 5},
+            "`meta_lr_halve_every` must be set with meta_lr_schedule halving and only then, "
+            "got 5",
         ),
         (
             {"meta_lr_schedule": "cosine", "meta_lr_end": -1e-5},

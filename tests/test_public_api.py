@@ -21,6 +21,7 @@ PUBLIC = [
     *("mlp", "mse_loss", "plot", "presets", "pretrain", "register_algorithm"),
     *("register_family", "reptile", "resume", "sample_classification_tasks", "task_mesh"),
     *("train", "train_steps"),
+    *("LinearHead", "ProtoMAML", "ProtoNet", "SettingWarning", "protomaml", "protonet"),
 ]
 
 

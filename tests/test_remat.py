@@ -90,5 +90,5 @@ def test_remat_is_a_maml_setting_on_the_command_line(tmp_path, run_metajax):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert metajax.load_config(out / "config.json").algorithm == metajax.MAML(
-        inner_lr=0.1, inner_steps=5, remat=True
+        inner_lr=0.1, inner_steps=5, remat=True, test_steps=10
     )

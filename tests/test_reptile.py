@@ -33,6 +33,27 @@ def test_the_update_direction_is_theta_minus_phi_in_closed_form():
             np.testing.assert_allclose(learner.meta_loss(theta, tasks), expected, rtol=1e-12)
 
 
+def test_the_papers_inner_adam_with_beta1_zero_is_adam_written_out():
+    # supervised_reptile/models.py:10: Adam with beta1 0, so m = g and the step is
+    # lr g / (sqrt(v_hat) + eps), with v the running mean of g^2 and v_hat its bias correction.
+    lr, steps, b2, eps = 0.3, 4, 0.999, 1e-8
+    with jax.enable_x64(True):
+        theta = np.array([0.5, -1.0, 2.0])
+        targets = np.array([[1.0, 0.0, 3.0], [-2.0, 4.0, 0.5]])
+        tasks = Task(support=jnp.asarray(targets), query=jnp.asarray(targets))
+        expected = []
+        for target in targets:
+            phi, v = theta.copy(), np.zeros(3)
+            for t in range(1, steps + 1):
+                g = phi - target
+                v = b2 * v + (1 - b2) * g**2
+                phi = phi - lr * g / (np.sqrt(v / (1 - b2**t)) + eps)
+            expected.append(theta - phi)
+        config = metajax.Reptile(inner_lr=lr, inner_steps=steps, inner_optimizer="adam")
+        _, direction = config.make(quadratic).meta_grad(jnp.asarray(theta), tasks)
+        np.testing.assert_allclose(direction, np.mean(expected, 0), rtol=1e-12)
+
+
 def test_one_inner_step_is_the_step_size_times_the_support_gradient():
     def linear_loss(params, batch):
         x, y = batch
@@ -87,10 +108,11 @@ def test_a_reptile_run_learns_to_adapt_and_is_evaluated_like_maml(tmp_path, run_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = metajax.load_config(out / "config.json")
-    assert config.algorithm == metajax.Reptile(inner_lr=0.02, inner_steps=5)
+    assert config.algorithm == metajax.Reptile(inner_lr=0.02, inner_steps=5, test_steps=10)
     # With one inner step Reptile is plain multi-task training: the contrast to beat.
     joint = tmp_path / "joint"
-    metajax.train(config.replace(inner_steps=1), joint, progress=False, plots=False)
+    with pytest.warns(metajax.SettingWarning, match="Reptile with inner_steps 1"):
+        metajax.train(config.replace(inner_steps=1), joint, progress=False, plots=False)
     settings = metajax.EvalSettings(num_tasks=100, shots=(10,), adapt_steps=5)
     mse, joint_mse = (
         np.array(metajax.evaluate(run, settings, write=False)["results"][0]["mse_mean"])

@@ -28,11 +28,13 @@ def test_presets_are_the_tutorials_and_the_papers_complete_settings():
         20,
         (40, 40),
     )
-    assert tutorial.algorithm == metajax.MAML(inner_lr=0.1, inner_steps=1, first_order=False)
+    assert tutorial.algorithm == metajax.MAML(
+        inner_lr=0.1, inner_steps=1, first_order=False, test_steps=10
+    )
     assert tutorial.training == metajax.TrainSettings(meta_steps=20000, meta_batch_size=4)
     assert finn2017.task.distribution == FINN2017
     assert (finn2017.task.shots, finn2017.task.query_shots) == (10, 10)
-    assert finn2017.algorithm == metajax.MAML(inner_lr=0.01, inner_steps=1)
+    assert finn2017.algorithm == metajax.MAML(inner_lr=0.01, inner_steps=1, test_steps=10)
     assert (finn2017.training.meta_steps, finn2017.training.meta_batch_size) == (70000, 25)
     assert finn2017.training.meta_lr == 1e-3 and finn2017.preset == "finn2017"
     # The paper's code differs from its text only in the inner step size (update_lr 0.001).

@@ -4,11 +4,12 @@ The library in layers, each importing only those below it: the core (:class:`Tas
 :class:`MetaLearner`, :func:`meta_train`, the fused outer loop, sharded over devices with
 :func:`task_mesh`); a run's config (the interfaces :class:`TaskFamily` and :class:`Algorithm`,
 registered by name, and :class:`RunConfig` of one of each plus :class:`TrainSettings`);
-algorithms (:func:`maml`, :func:`anil`, :func:`meta_sgd`, :func:`maml_plus_plus`,
-:func:`imaml`, :func:`reptile`, :func:`pretrain`), records of pure functions over any pytree
-model and loss; task families (:class:`SinusoidConfig`, :class:`ImageClassification`,
-:class:`Omniglot`) over built-in models and image data; runs in a directory (:func:`train`,
-:func:`resume`, :func:`load`, :func:`plot`); and their evaluation (:func:`evaluate`).
+algorithms (:func:`maml`, :func:`anil`, :func:`meta_sgd`, :func:`maml_plus_plus`, :func:`imaml`,
+:func:`reptile`, :func:`pretrain`, and the metric-based :func:`protonet` and :func:`protomaml`),
+records of pure functions over any pytree model and loss; task families
+(:class:`SinusoidConfig`, :class:`ImageClassification`, :class:`Omniglot`) over built-in models
+and image data; runs in a directory (:func:`train`, :func:`resume`, :func:`load`, :func:`plot`);
+and their evaluation (:func:`evaluate`).
 """
 
 from importlib.metadata import version as _version
@@ -28,9 +29,14 @@ from metajax.algorithms.meta_sgd import MetaSGD as MetaSGD
 from metajax.algorithms.meta_sgd import meta_sgd as meta_sgd
 from metajax.algorithms.pretrain import Pretrain as Pretrain
 from metajax.algorithms.pretrain import pretrain as pretrain
+from metajax.algorithms.protomaml import ProtoMAML as ProtoMAML
+from metajax.algorithms.protomaml import protomaml as protomaml
+from metajax.algorithms.protonet import ProtoNet as ProtoNet
+from metajax.algorithms.protonet import protonet as protonet
 from metajax.algorithms.reptile import Reptile as Reptile
 from metajax.algorithms.reptile import reptile as reptile
 from metajax.config.algorithm import Algorithm as Algorithm
+from metajax.config.algorithm import SettingWarning as SettingWarning
 from metajax.config.family import Metric as Metric
 from metajax.config.family import TaskFamily as TaskFamily
 from metajax.config.registry import register_algorithm as register_algorithm
@@ -38,6 +44,7 @@ from metajax.config.registry import register_family as register_family
 from metajax.config.run_config import RunConfig as RunConfig
 from metajax.config.run_config import presets as presets
 from metajax.config.training_settings import TrainSettings as TrainSettings
+from metajax.core.linear_head import LinearHead as LinearHead
 from metajax.core.memory import OutOfMemoryError as OutOfMemoryError
 from metajax.core.meta_learner import LossFn as LossFn
 from metajax.core.meta_learner import MetaLearner as MetaLearner
@@ -103,6 +110,7 @@ __all__ = [
     "ImageClassification",
     "ImageSet",
     "Interrupted",
+    "LinearHead",
     "LoadedRun",
     "LossFn",
     "MAMLPlusPlus",
@@ -116,9 +124,12 @@ __all__ = [
     "OutOfMemoryError",
     "Params",
     "Pretrain",
+    "ProtoMAML",
+    "ProtoNet",
     "Reptile",
     "RunConfig",
     "RunDirError",
+    "SettingWarning",
     "Sinusoid",
     "SinusoidConfig",
     "SinusoidDistribution",
@@ -153,6 +164,8 @@ __all__ = [
     "plot",
     "presets",
     "pretrain",
+    "protomaml",
+    "protonet",
     "register_algorithm",
     "register_family",
     "reptile",

@@ -181,13 +181,16 @@ class Conv4(eqx.Module):
     conv: ConvMethod = eqx.field(static=True)
 
     def __call__(self, x: Array) -> Array:
+        return self.features(x) @ self.head_weight + self.head_bias
+
+    def features(self, x: Array) -> Array:
+        """What the head reads: ``[batch, features]``, the embedding of a batch of images."""
         stride = 2 if self.pooling == "stride" else 1
         for kernel, scale, offset in zip(self.kernels, self.scales, self.offsets, strict=True):
             x = jax.nn.relu(batch_norm(conv2d(x, kernel, stride, method=self.conv), scale, offset))
             if self.pooling == "max":
                 x = _max_pool(x)
-        features = x.mean((1, 2)) if self.pooling == "stride" else x.reshape(x.shape[0], -1)
-        return features @ self.head_weight + self.head_bias
+        return x.mean((1, 2)) if self.pooling == "stride" else x.reshape(x.shape[0], -1)
 
 
 def _max_pool(x: Array) -> Array:

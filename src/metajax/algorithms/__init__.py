@@ -13,5 +13,7 @@ from metajax.algorithms import imaml as imaml
 from metajax.algorithms import maml_plus_plus as maml_plus_plus
 from metajax.algorithms import meta_sgd as meta_sgd
 from metajax.algorithms import pretrain as pretrain
+from metajax.algorithms import protomaml as protomaml
+from metajax.algorithms import protonet as protonet
 from metajax.algorithms import reptile as reptile
 # isort: on

@@ -12,7 +12,8 @@ import jax
 from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
 from metajax.config import registry
-from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
@@ -144,6 +145,7 @@ class ANIL(Algorithm):
         0.01, "inner-loop (adaptation) step size", metavar="LR", traceable=True
     )
     inner_steps: int = options.integer(1, "inner-loop gradient steps", minimum=0, metavar="S")
+    test_steps: int | None = test_steps_option()
     first_order: bool = options.flag(False, "no gradients through the inner-loop gradients")
     adapted: str = options.text(
         HEAD,
@@ -157,7 +159,9 @@ class ANIL(Algorithm):
         "grows with the square root of --inner-steps, the same numbers, more time",
     )
 
-    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+    def make(
+        self, loss_fn: LossFn, *, has_aux: bool = False, head: LinearHead | None = None
+    ) -> MetaLearner:
         return anil(
             loss_fn,
             inner_lr=self.inner_lr,

@@ -12,7 +12,8 @@ from jax.scipy.sparse.linalg import cg
 from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
 from metajax.config import registry
-from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
@@ -33,6 +34,9 @@ def imaml(
     inner_steps: int = 10,
     prox_lambda: float = 1.0,
     cg_steps: int = 5,
+    cg_damping: float = 0.0,
+    lambda_damping: float = 0.0,
+    proximal_inner_loop: bool = True,
     has_aux: bool = False,
 ) -> MetaLearner:
     """iMAML: the adapted parameters minimise the support loss plus a proximal term that keeps
@@ -49,6 +53,15 @@ def imaml(
     reaches the minimum and conjugate gradient converges. Adaptation at test time takes the
     same proximal steps.
 
+    The official code (aravindr93/imaml_dev) differs in two ways, both offered here. It damps
+    the linear system: it solves ``(1 + cg_damping) v + H v / (prox_lambda + lambda_damping)``
+    with ``cg_damping`` 1 and ``lambda_damping`` 10 (``implicit_maml/learner_model.py:152``).
+    And it takes its inner steps on the support loss alone and then one step on the proximal
+    term, ``phi - inner_lr * prox_lambda * (phi - theta)`` (``omniglot_implicit_maml.py:107-112``);
+    it tests with lambda 0, so adaptation at test time is plain gradient descent. With
+    ``proximal_inner_loop=False`` this learner does the same: ``adapt`` takes plain steps and
+    the meta-gradient's inner loop adds the one proximal step.
+
     Args:
       loss_fn: as for :func:`metajax.maml`.
       inner_lr: the inner step size, a number ``> 0`` or a scalar JAX array.
@@ -57,6 +70,10 @@ def imaml(
         nearer the meta-parameters.
       cg_steps: conjugate-gradient iterations, ``>= 1``; as many as there are parameters
         solve exactly in exact arithmetic.
+      cg_damping: added to the identity of the linear system, ``>= 0``.
+      lambda_damping: added to ``prox_lambda`` where it divides the Hessian, ``>= 0``.
+      proximal_inner_loop: take the inner steps on the support loss plus the proximal term;
+        ``False``: on the support loss alone, then one proximal step in meta-training.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
 
     Returns:
@@ -69,12 +86,23 @@ def imaml(
     steps = _validation.integer("inner_steps", inner_steps, 0)
     prox_lambda = _validation.positive_number("prox_lambda", prox_lambda)
     cg_steps = _validation.integer("cg_steps", cg_steps, 1)
+    cg_damping = _validation.positive_number("cg_damping", cg_damping, zero=True)
+    lambda_damping = _validation.positive_number("lambda_damping", lambda_damping, zero=True)
+    proximal_inner_loop = _validation.boolean("proximal_inner_loop", proximal_inner_loop)
     has_aux = _validation.boolean("has_aux", has_aux)
     inner_loss = loss_value(loss_fn, has_aux)
+    strength = prox_lambda if proximal_inner_loop else 0.0
 
     def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
-        descent = proximal_descent(loss_fn, inner_loss, meta_params, inner_lr, prox_lambda, steps)
+        descent = proximal_descent(loss_fn, inner_loss, meta_params, inner_lr, strength, steps)
         return descent.adapt(meta_params, support, inner_steps)
+
+    def adapt_then_pull_back(meta_params: Params, support: Any) -> Params:
+        phi = adapt(meta_params, support)
+        if proximal_inner_loop:
+            return phi
+        pull = inner_lr * prox_lambda
+        return jax.tree.map(lambda p, a: p - pull * (p - a), phi, meta_params)
 
     def adapt_trajectory(
         meta_params: Params,
@@ -82,10 +110,12 @@ def imaml(
         inner_steps: int | None = None,
         observe: Callable[[Params], Any] | None = None,
     ) -> Any:
-        descent = proximal_descent(loss_fn, inner_loss, meta_params, inner_lr, prox_lambda, steps)
+        descent = proximal_descent(loss_fn, inner_loss, meta_params, inner_lr, strength, steps)
         return descent.adapt_trajectory(meta_params, support, inner_steps, observe)
 
-    adapted = implicitly_differentiated(adapt, inner_loss, prox_lambda, cg_steps)
+    adapted = implicitly_differentiated(
+        adapt_then_pull_back, inner_loss, prox_lambda, cg_steps, cg_damping, lambda_damping
+    )
 
     def task_loss(meta_params: Params, task: Task) -> Any:
         return loss_fn(adapted(meta_params, task.support), task.query)
@@ -107,6 +137,8 @@ def proximal_descent(
     loss plus the proximal term ``prox_lambda / 2 * |params - anchor|^2``."""
 
     def proximal_loss(params: Params, support: Any) -> Any:
+        if not prox_lambda:  # the support loss alone, with no term that adds zero
+            return inner_loss(params, support)
         distance = sum(
             jnp.sum(jnp.square(p - a))
             for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor), strict=True)
@@ -125,11 +157,14 @@ def implicitly_differentiated(
     inner_loss: Callable[[Params, Any], Array],
     prox_lambda: float,
     cg_steps: int,
+    cg_damping: float = 0.0,
+    lambda_damping: float = 0.0,
 ) -> Callable[[Params, Any], Params]:
     """``adapt(meta_params, support)`` with the implicit function theorem's derivative: the
     cotangent of the adapted parameters ``phi`` times ``(I + H / prox_lambda)^-1``, ``H`` the
     support loss's Hessian at ``phi``, solved by ``cg_steps`` iterations of conjugate gradient
-    with Hessian-vector products."""
+    with Hessian-vector products; damped, ``((1 + cg_damping) I + H / (prox_lambda +
+    lambda_damping))^-1``."""
 
     @jax.custom_vjp
     def adapted(meta_params: Params, support: Any) -> Params:
@@ -147,7 +182,11 @@ def implicitly_differentiated(
 
         def matvec(vector: Params) -> Params:
             hvp = jax.jvp(gradient, (phi,), (vector,))[1]
-            return jax.tree.map(lambda v, h: v + h / prox_lambda, vector, hvp)
+            return jax.tree.map(
+                lambda v, h: (1 + cg_damping) * v + h / (prox_lambda + lambda_damping),
+                vector,
+                hvp,
+            )
 
         # tol=0: exactly cg_steps iterations, unless the residual vanishes first.
         solution, _ = cg(matvec, cotangent, maxiter=cg_steps, tol=0.0)
@@ -177,6 +216,7 @@ class IMAML(Algorithm):
         minimum=0,
         metavar="S",
     )
+    test_steps: int | None = test_steps_option()
     prox_lambda: float = options.number(
         1.0,
         "strength lambda of the proximal term lambda/2 |phi - theta|^2 that keeps the adapted "
@@ -186,14 +226,37 @@ class IMAML(Algorithm):
     cg_steps: int = options.integer(
         5, "conjugate-gradient iterations for the implicit meta-gradient", minimum=1, metavar="N"
     )
+    cg_damping: float = options.number(
+        0.0,
+        "D in the damped system (1 + D) v + H v / (lambda + E) that conjugate gradient solves "
+        "(the official code's: 1)",
+        metavar="D",
+        zero=True,
+    )
+    lambda_damping: float = options.number(
+        0.0,
+        "E in the damped system (1 + D) v + H v / (lambda + E) (the official code's: 10)",
+        metavar="E",
+        zero=True,
+    )
+    proximal_inner_loop: bool = options.flag(
+        True,
+        "inner steps on the support loss plus the proximal term; --no-proximal-inner-loop: on "
+        "the support loss alone, then one proximal step in training, as the official code",
+    )
 
-    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+    def make(
+        self, loss_fn: LossFn, *, has_aux: bool = False, head: LinearHead | None = None
+    ) -> MetaLearner:
         return imaml(
             loss_fn,
             inner_lr=self.inner_lr,
             inner_steps=self.inner_steps,
             prox_lambda=self.prox_lambda,
             cg_steps=self.cg_steps,
+            cg_damping=self.cg_damping,
+            lambda_damping=self.lambda_damping,
+            proximal_inner_loop=self.proximal_inner_loop,
             has_aux=has_aux,
         )
 
@@ -203,6 +266,27 @@ class IMAML(Algorithm):
 
     def describe(self) -> str:
         return f"{inner_steps_text(self.inner_steps)}, lambda {self.prox_lambda:g}"
+
+    def setting_warnings(self, support_curvature: Callable[[], float]) -> list[str]:
+        # The implicit gradient is the proximal minimum's, which gradient descent reaches only
+        # below the stability bound 2 / (largest curvature of what it descends).
+        warned = super().setting_warnings(support_curvature)
+        if not self.inner_steps or self.cg_damping or self.lambda_damping:
+            return warned  # a damped system is an approximation by design
+        strength = self.prox_lambda if self.proximal_inner_loop else 0.0
+        curvature = support_curvature()
+        bound = 2 / (curvature + strength)
+        if self.inner_lr > bound:
+            descended = "support loss plus the proximal term" if strength else "support loss"
+            warned.append(
+                f"iMAML's inner loop cannot converge at inner_lr {self.inner_lr:g}: the "
+                f"{descended} curves by up to {curvature + strength:.3g} on the first training "
+                f"task, so gradient descent is stable only below {bound:.3g}, and the implicit "
+                "meta-gradient is that of a minimum the inner loop never reaches; lower "
+                "inner_lr, or damp the system as the paper's code does (cg_damping 1, "
+                "lambda_damping 10: the paper-*-imaml presets)"
+            )
+        return warned
 
     def adaptation_text(self) -> str:
         return f"inner lr {self.inner_lr:g}, lambda {self.prox_lambda:g}"

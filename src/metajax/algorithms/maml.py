@@ -14,7 +14,8 @@ from metajax.algorithms.inner_loop import (
     optimizer_inner_step,
 )
 from metajax.config import registry
-from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
@@ -150,6 +151,7 @@ class MAML(Algorithm):
     inner_steps: int = options.integer(
         1, "inner-loop gradient steps; 0 is plain multi-task training", minimum=0, metavar="S"
     )
+    test_steps: int | None = test_steps_option()
     first_order: bool = options.flag(
         False, "first-order MAML: no gradients through the inner-loop gradients"
     )
@@ -165,7 +167,9 @@ class MAML(Algorithm):
         "momentum (optax.sgd, momentum 0.9) or adam (optax.adam); differentiated through",
     )
 
-    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+    def make(
+        self, loss_fn: LossFn, *, has_aux: bool = False, head: LinearHead | None = None
+    ) -> MetaLearner:
         return maml(
             loss_fn,
             inner_lr=self.inner_lr,

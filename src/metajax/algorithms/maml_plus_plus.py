@@ -15,7 +15,8 @@ from jax import Array, lax
 from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
 from metajax.config import registry
-from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
@@ -319,6 +320,7 @@ class MAMLPlusPlus(Algorithm):
         metavar="LR",
     )
     inner_steps: int = options.integer(5, "inner-loop gradient steps", minimum=1, metavar="S")
+    test_steps: int | None = test_steps_option()
     learn_step_sizes: bool = options.flag(
         True, "meta-learn one step size per layer (parameter array) and per inner step"
     )
@@ -342,7 +344,9 @@ class MAMLPlusPlus(Algorithm):
         optional=True,
     )
 
-    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+    def make(
+        self, loss_fn: LossFn, *, has_aux: bool = False, head: LinearHead | None = None
+    ) -> MetaLearner:
         return maml_plus_plus(
             loss_fn,
             initial_lr=self.initial_lr,

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
 from metajax.config import registry
-from metajax.config.algorithm import Algorithm, inner_steps_text
+from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
@@ -123,6 +124,7 @@ class MetaSGD(Algorithm):
     inner_steps: int = options.integer(
         1, "inner-loop gradient steps, each with the learned step sizes", minimum=0, metavar="S"
     )
+    test_steps: int | None = test_steps_option()
     first_order: bool = options.flag(
         False, "no gradients through the inner-loop gradients (the step sizes still learn)"
     )
@@ -132,7 +134,9 @@ class MetaSGD(Algorithm):
         "grows with the square root of --inner-steps, the same numbers, more time",
     )
 
-    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+    def make(
+        self, loss_fn: LossFn, *, has_aux: bool = False, head: LinearHead | None = None
+    ) -> MetaLearner:
         return meta_sgd(
             loss_fn,
             initial_lr=self.initial_lr,

@@ -10,6 +10,7 @@ from metajax import _validation, options
 from metajax.algorithms.maml import maml
 from metajax.config import registry
 from metajax.config.algorithm import Algorithm
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import (
     LossFn,
     MetaLearner,
@@ -78,7 +79,9 @@ class Pretrain(Algorithm):
     )
     inner_steps: int = options.integer(1, "fine-tuning steps at test time", minimum=0, metavar="S")
 
-    def make(self, loss_fn: LossFn, *, has_aux: bool = False) -> MetaLearner:
+    def make(
+        self, loss_fn: LossFn, *, has_aux: bool = False, head: LinearHead | None = None
+    ) -> MetaLearner:
         return pretrain(
             loss_fn, inner_lr=self.inner_lr, inner_steps=self.inner_steps, has_aux=has_aux
         )

@@ -5,6 +5,8 @@ import os
 import shlex
 import sys
 import traceback
+import warnings
+from typing import TextIO
 
 from metajax._validation import OptionError
 from metajax.cli.commands import adapt_command, data_command, eval_command, plot_command
@@ -12,6 +14,7 @@ from metajax.cli.flags import flag_name, renamed_hint
 from metajax.cli.parser import build_parser
 from metajax.cli.train_command import train_command
 from metajax.config import registry
+from metajax.config.algorithm import SettingWarning
 from metajax.core import multi_process
 from metajax.core.memory import OutOfMemoryError
 from metajax.data import download
@@ -23,8 +26,28 @@ from metajax.runs.stop_signals import Interrupted
 from metajax.runs.training_run import Diverged
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Shows a :class:`SettingWarning` as one line of the command's own, others as Python
+    does."""
+    if issubclass(category, SettingWarning):
+        print(f"metajax: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
+    warnings.showwarning = _show_warning
     try:
         parser = build_parser()
     except registry.PluginError as error:

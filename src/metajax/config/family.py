@@ -10,6 +10,7 @@ import equinox as eqx
 from jax import Array
 
 from metajax.config.algorithm import Algorithm
+from metajax.core.linear_head import LinearHead
 from metajax.core.meta_learner import LossFn, MetaLearner, Params
 from metajax.core.task import Task
 from metajax.options import Options
@@ -122,6 +123,13 @@ class TaskFamily(Options, abc.ABC):
         the scalar that training minimises, and the other metrics of :attr:`metrics` from
         the same forward pass."""
 
+    def linear_head(self) -> LinearHead | None:
+        """For a classifier whose model ends in a linear layer: how the model (not yet
+        partitioned into parameters) splits into an embedding and that layer, for metric-based
+        algorithms such as ``protonet``; ``None`` (the default) for a model without one. Its
+        tasks' support and query sets must then be ``(inputs, integer labels)``."""
+        return None
+
     @abc.abstractmethod
     def sample_tasks(self, key: Array, num_tasks: int) -> Task:
         """A batch of ``num_tasks`` training tasks; pure and jit-able."""
@@ -189,3 +197,27 @@ def family_loss(family: TaskFamily, static: Any) -> LossFn:
         return family.loss(eqx.combine(params, static), batch)
 
     return loss_fn
+
+
+def family_head(family: TaskFamily, static: Any) -> LinearHead | None:
+    """The family's :meth:`~TaskFamily.linear_head` over the parameters that, with ``static``,
+    make its model (``None`` if it has none)."""
+    head = family.linear_head()
+    if head is None:
+        return None
+
+    def features(params: Params, inputs: Any) -> Array:
+        return head.features(eqx.combine(params, static), inputs)
+
+    def replace(params: Params, weight: Array, bias: Array) -> Params:
+        model = head.replace(eqx.combine(params, static), weight, bias)
+        return eqx.filter(model, eqx.is_inexact_array)
+
+    return LinearHead(features, replace, head.classes)
+
+
+def family_learner(family: TaskFamily, algorithm: Algorithm, static: Any) -> MetaLearner:
+    """``algorithm``'s learner on the family's loss (with its metrics as ``aux``) and head."""
+    return algorithm.make(
+        family_loss(family, static), has_aux=True, head=family_head(family, static)
+    )

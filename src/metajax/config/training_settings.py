@@ -38,9 +38,10 @@ class TrainSettings(Options):
     )
     meta_lr_schedule: str = options.choice(
         "constant",
-        ("constant", "cosine", "linear"),
-        "how the meta step size changes over the meta-steps: not at all, or from meta-lr to "
-        "meta-lr-end by cosine decay or linearly",
+        ("constant", "cosine", "linear", "halving"),
+        "how the meta step size changes over the meta-steps: not at all, from meta-lr to "
+        "meta-lr-end by cosine decay or linearly, or halved every meta-lr-halve-every steps "
+        "(Prototypical Networks')",
     )
     meta_lr_end: float | None = options.number(
         None,
@@ -49,6 +50,12 @@ class TrainSettings(Options):
         zero=True,
         optional=True,
         default_text="0 under a schedule",
+    )
+    meta_lr_halve_every: int | None = options.integer(
+        None,
+        "meta-steps between halvings of the meta step size (meta-lr-schedule halving)",
+        optional=True,
+        default_text="none: required by the halving schedule",
     )
     adam_eps: float = options.number(
         1e-8,
@@ -75,12 +82,19 @@ class TrainSettings(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.meta_lr_end is not None and self.meta_lr_schedule == "constant":
+        if self.meta_lr_end is not None and self.meta_lr_schedule not in ("cosine", "linear"):
             raise OptionError(
                 "meta_lr_end",
-                "left unset unless the meta step size follows a schedule "
+                "left unset unless the meta step size follows a schedule to an end "
                 "(meta_lr_schedule cosine or linear)",
                 self.meta_lr_end,
+            )
+        halving = self.meta_lr_schedule == "halving"
+        if halving != (self.meta_lr_halve_every is not None):
+            raise OptionError(
+                "meta_lr_halve_every",
+                "set with meta_lr_schedule halving and only then",
+                self.meta_lr_halve_every,
             )
         if self.micro_batches and self.meta_batch_size % self.micro_batches:
             raise OptionError(
@@ -97,6 +111,9 @@ class TrainSettings(Options):
             return optax.cosine_decay_schedule(self.meta_lr, self.meta_steps, end / self.meta_lr)
         if self.meta_lr_schedule == "linear":
             return optax.linear_schedule(self.meta_lr, end, self.meta_steps)
+        if self.meta_lr_schedule == "halving":
+            every = self.meta_lr_halve_every or 1  # set: __post_init__ checks it
+            return optax.exponential_decay(self.meta_lr, every, 0.5, staircase=True)
         return self.meta_lr
 
     def outer_optimizer(self) -> optax.GradientTransformation:

@@ -11,7 +11,7 @@ import numpy as np
 
 from metajax import options
 from metajax.config.algorithm import Algorithm
-from metajax.config.family import TaskFamily, family_loss
+from metajax.config.family import TaskFamily, family_learner, family_loss
 from metajax.config.streams import TEST_STREAM, VALIDATION_STREAM, stream_key
 from metajax.core import memory
 from metajax.core.meta_learner import Params
@@ -79,7 +79,7 @@ def _curves(
 
     def with_step_size(inner_lr: jax.Array | None) -> dict[str, jax.Array]:
         changed = algorithm if inner_lr is None else options.replace(algorithm, inner_lr=inner_lr)
-        learner = changed.make(loss_fn, has_aux=True)
+        learner = family_learner(family, changed, static)
         return adaptation_curve(
             learner, metrics, meta_params, tasks, adapt_steps, batch_size=family.eval_batch_size
         )

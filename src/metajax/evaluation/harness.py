@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from metajax import options
 from metajax.config.streams import VALIDATION_STREAM
 from metajax.core import memory
 from metajax.evaluation import reports
@@ -38,8 +39,14 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
         the grid diverges on the validation tasks.
     """
     family, algorithm = run.config.task, run.config.algorithm
+    steps = settings.steps_for(algorithm)
     has_step_size = "inner_lr" in declared(algorithm)
     tune = settings.tunes(algorithm)
+    if tune and steps == 0:
+        raise EvaluationError(
+            f"tuning the step size needs adaptation steps, and a run of {algorithm.name} is "
+            "tested with none; give --adapt-steps (adapt_steps in Python)"
+        )
     if (tune or settings.inner_lr is not None) and not has_step_size:
         raise EvaluationError(
             f"algorithm '{algorithm.name}' has no inner_lr to set or tune; evaluate it with its "
@@ -55,7 +62,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
         }
         if tune:
             validation = held_out_tasks(family, settings, shots, VALIDATION_STREAM)
-            curves = step_size_curves(run, validation, settings.adapt_steps, STEP_SIZE_GRID)
+            curves = step_size_curves(run, validation, steps, STEP_SIZE_GRID)
             scores = curves[primary][..., 1:].mean(axis=(1, 2))
             # A step size whose loss diverges on any validation task loses.
             diverged = ~np.isfinite(curves[loss_name][..., 1:]).all(axis=(1, 2))
@@ -80,7 +87,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
             inner_lr, source = getattr(algorithm, "inner_lr", 0.0), "run"
         test = held_out_tasks(family, settings, shots)
         step_sizes = (inner_lr,) if has_step_size else None
-        (curves,) = split_step_sizes(step_size_curves(run, test, settings.adapt_steps, step_sizes))
+        (curves,) = split_step_sizes(step_size_curves(run, test, steps, step_sizes))
         if has_step_size:
             result.update(inner_lr=inner_lr, inner_lr_from=source)
         for name, metric in family.metrics.items():
@@ -102,7 +109,7 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
         shots = settings.shots_for(family)
         sizes = {
             "num_tasks": settings.num_tasks,
-            "adapt_steps": settings.adapt_steps,
+            "adapt_steps": settings.steps_for(run.config.algorithm),
             "shots": shots,
             "query_shots": sorted({query_size(family, settings, k) for k in shots}),
         }
@@ -114,7 +121,7 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
         "family": run.config.family,
         "algorithm": run.config.algorithm.name,
         "label": run.config.algorithm.label,
-        "note": run.config.algorithm.adaptation_note(settings.adapt_steps),
+        "note": run.config.algorithm.adaptation_note(settings.steps_for(run.config.algorithm)),
         "results": results,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -171,9 +178,12 @@ def evaluate(
                 f"{ours.task_distribution()}); both must come from one task family to be "
                 "evaluated on the same tasks"
             )
+    steps_from = "run" if settings.adapt_steps is None else "option"
+    # The run's test-time steps, for the baseline too: both are scored after the same steps.
+    settings = options.replace(settings, adapt_steps=settings.steps_for(run.config.algorithm))
     shots = settings.shots_for(run.config.task)
     report = {
-        "settings": {**settings.to_json(), "shots": list(shots)},
+        "settings": {**settings.to_json(), "shots": list(shots), "adapt_steps_from": steps_from},
         **_report_of(run, settings),
     }
     if baseline_run is not None:

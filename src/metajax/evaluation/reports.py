@@ -87,6 +87,11 @@ def format_table(
         lines.append(
             "     diverged: the loss of some tasks is not finite (non_finite in eval.json)"
         )
+    if settings.get("adapt_steps_from") == "run":  # older eval.json files have none
+        lines.append(
+            f"     {steps} adaptation step{'s' * (steps != 1)}: the run's test-time steps "
+            "(--adapt-steps to change)"
+        )
     if run.get("note"):  # eval.json files of metajax 0.2 have none
         lines.append(f"     note: {run['note']}")
     return "\n".join(lines)

@@ -36,11 +36,16 @@ class EvalSettings(Options):
         optional=True,
         default_text="the task family's",
     )
-    adapt_steps: int = options.integer(
-        10,
+    adapt_steps: int | None = options.integer(
+        None,
         "adaptation steps; results are reported after 0 to S of them",
         minimum=0,
         metavar="S",
+        optional=True,
+        default_text=(
+            "the run's test-time steps: its algorithm's test_steps, else its inner_steps "
+            "(none for protonet)"
+        ),
     )
     inner_lr: float | None = options.number(
         None,
@@ -81,6 +86,12 @@ class EvalSettings(Options):
         if self.tune_inner_lr and self.adapt_steps == 0:
             raise OptionError("adapt_steps", "at least 1 when tuning the step size", 0)
 
+    def steps_for(self, algorithm: Algorithm) -> int:
+        """The adaptation steps to evaluate a run of ``algorithm`` with: these settings', or
+        the steps the algorithm is meant to be tested with (:meth:`Algorithm.test_adapt_steps`).
+        """
+        return algorithm.test_adapt_steps() if self.adapt_steps is None else self.adapt_steps
+
     def shots_for(self, family: TaskFamily) -> tuple[int, ...]:
         """The values of K to evaluate a run of ``family`` with: these settings', or the
         family's."""
@@ -91,7 +102,7 @@ class EvalSettings(Options):
         matters)."""
         if self.tune_inner_lr is not None:
             return self.tune_inner_lr
-        return algorithm.tunes_inner_lr and self.inner_lr is None and self.adapt_steps > 0
+        return algorithm.tunes_inner_lr and self.inner_lr is None and self.steps_for(algorithm) > 0
 
 
 class EvaluationError(ValueError):

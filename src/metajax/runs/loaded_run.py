@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 
 from metajax.config.algorithm import Algorithm
-from metajax.config.family import family_loss
+from metajax.config.family import family_learner, family_loss
 from metajax.config.run_config import RunConfig
 from metajax.config.streams import INIT_STREAM, stream_key
 from metajax.core.meta_learner import LossFn, MetaLearner, Params
@@ -90,7 +90,7 @@ def load(path: str | Path) -> LoadedRun:
         lambda key: eqx.partition(config.task.build_model(key), eqx.is_inexact_array), key
     )
     loss_fn = family_loss(config.task, static)
-    learner = config.algorithm.make(loss_fn, has_aux=True)
+    learner = family_learner(config.task, config.algorithm, static)
     like = jax.eval_shape(learner.init, params_like)
     meta_params = run_dir.load_params(path / run_dir.PARAMS, like)
     return LoadedRun(path, config, meta_params, static, learner, loss_fn)

@@ -1,19 +1,24 @@
 """What a run's config builds for training: the model, the learner, the outer optimizer and
 the task sampler; the scores of validation tasks; the errors tracing finds before anything is
-written; and the settings that set how much memory the run needs."""
+written, and the settings known to fail; and the settings that set how much memory the run
+needs."""
 
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import optax
 
-from metajax.config.family import family_loss
+from metajax.config.algorithm import SettingWarning
+from metajax.config.family import family_learner, family_loss
 from metajax.config.run_config import RunConfig
 from metajax.config.streams import INIT_STREAM, TRAIN_STREAM, VALIDATION_STREAM, stream_key
 from metajax.core import memory
-from metajax.core.meta_learner import LossFn, MetaLearner, Params
+from metajax.core.meta_learner import LossFn, MetaLearner, Params, loss_value
 from metajax.core.meta_steps import TaskSampler, TrainState, init_train_state
 from metajax.core.micro_batching import automatic_micro_batches, micro_batched
 from metajax.options import Integer, Sizes, declared
@@ -52,7 +57,7 @@ def build(config: RunConfig, devices: int = 1) -> Setup:
         params=params,
         static=static,
         loss_fn=loss_fn,
-        learner=micro_batched(config.algorithm.make(loss_fn, has_aux=True), chunks),
+        learner=micro_batched(family_learner(config.task, config.algorithm, static), chunks),
         optimizer=training.outer_optimizer(),
         sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
         train_key=stream_key(config.training.seed, TRAIN_STREAM),
@@ -66,7 +71,10 @@ def memory_sizes(config: RunConfig) -> dict[str, Any]:
         name: getattr(part, name)
         for part in (config.task, config.algorithm)
         for name, kind in declared(part).items()
+        # test_steps sets evaluation's adaptation, not training's memory.
         if isinstance(kind, (Integer, Sizes))
+        and name != "test_steps"
+        and getattr(part, name) is not None
     }
     training = config.training
     return {
@@ -84,7 +92,7 @@ def check_traceable(config: RunConfig) -> None:
 
     def adapt_one_task(key: jax.Array) -> Params:
         params, static = eqx.partition(family.build_model(key), eqx.is_inexact_array)
-        learner = config.algorithm.make(family_loss(family, static), has_aux=True)
+        learner = family_learner(family, config.algorithm, static)
         task = jax.tree.map(lambda leaf: leaf[0], family.task_sampler(1)(key))
         return learner.adapt(learner.init(params), task.support)
 
@@ -93,6 +101,47 @@ def check_traceable(config: RunConfig) -> None:
     if config.training.validation_tasks:
         sizes = family.validation_sizes()
         jax.eval_shape(lambda key: family.validation_tasks(key, 1, *sizes), key)
+
+
+def warn_of_settings(config: RunConfig) -> None:
+    """Warns (:class:`~metajax.SettingWarning`) of each setting the algorithm knows to make a
+    run diverge or not learn (:meth:`~metajax.Algorithm.setting_warnings`)."""
+    for text in config.algorithm.setting_warnings(
+        functools.cache(lambda: support_curvature(config))
+    ):
+        warnings.warn(text, SettingWarning, stacklevel=3)
+
+
+def support_curvature(config: RunConfig, iterations: int = 30) -> float:
+    """The largest eigenvalue in magnitude of the support loss's Hessian at the initial model
+    parameters on the first training task, by power iteration with Hessian-vector products."""
+    family = config.task
+    key = stream_key(config.training.seed, INIT_STREAM)
+
+    @jax.jit
+    def measure(key: jax.Array) -> jax.Array:
+        params, static = eqx.partition(family.build_model(key), eqx.is_inexact_array)
+        task = jax.tree.map(lambda leaf: leaf[0], family.task_sampler(1)(key))
+        inner_loss = loss_value(family_loss(family, static), True)
+
+        def hvp(vector: Params) -> Params:
+            def gradient(p: Params) -> Params:
+                return jax.grad(inner_loss)(p, task.support)
+
+            return jax.jvp(gradient, (params,), (vector,))[1]
+
+        def norm(tree: Params) -> jax.Array:
+            return jnp.sqrt(sum(jnp.vdot(leaf, leaf) for leaf in jax.tree.leaves(tree)))
+
+        def step(_: int, vector: Params) -> Params:
+            product = hvp(vector)
+            return jax.tree.map(lambda leaf: leaf / norm(product), product)
+
+        start = jax.tree.map(lambda leaf: jnp.ones_like(leaf) / leaf.size, params)
+        return norm(hvp(jax.lax.fori_loop(0, iterations, step, start)))
+
+    with memory.converted("measuring the support loss's curvature"):
+        return float(measure(key))
 
 
 def validator(config: RunConfig, setup: Setup) -> Callable[[Params], dict[str, float]] | None:

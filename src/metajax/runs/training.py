@@ -23,7 +23,7 @@ from metajax.runs import checkpoints, metrics, run_dir, training_run
 from metajax.runs.figures import plot
 from metajax.runs.loaded_run import existing_run_dir, run_config
 from metajax.runs.recording import FINAL_LOSS_WINDOW
-from metajax.runs.setup import build, check_traceable, memory_sizes, validator
+from metajax.runs.setup import build, check_traceable, memory_sizes, validator, warn_of_settings
 from metajax.runs.stop_signals import StopSignals
 
 
@@ -84,6 +84,7 @@ def train(
         data = config.task.prepare()
         check_traceable(config)
         if multi_process.is_writer():
+            warn_of_settings(config)
             run_dir.prepare(out, overwrite=overwrite)
             run_dir.write_json(out / run_dir.CONFIG, values)
             if data is not None:

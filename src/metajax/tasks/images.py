@@ -13,6 +13,7 @@ import functools
 from pathlib import Path
 from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import numpy as np
 from jax import Array
@@ -22,7 +23,7 @@ from metajax.algorithms.maml import MAML
 from metajax.config import registry
 from metajax.config.family import Metric, TaskFamily, TrainedRun
 from metajax.config.run_config import RunConfig
-from metajax.config.training_settings import TrainSettings
+from metajax.core.linear_head import LinearHead
 from metajax.core.task import Task
 from metajax.data.image_set import DataError, ImageSet
 from metajax.models import Conv4, conv4, cross_entropy
@@ -33,6 +34,7 @@ from metajax.tasks.class_sampler import (
     sample_classification_tasks,
 )
 from metajax.tasks.image_splits import SPLITS, DataSplits, split_image_set
+from metajax.tasks.omniglot_presets import algorithm_presets, maml_presets, training_settings
 
 
 @registry.register_family
@@ -96,6 +98,20 @@ class ImageClassification(TaskFamily):
     ways: int = options.integer(5, "classes per task, the N of N-way")
     shots: int = options.integer(1, "support images per class, the K of K-shot", metavar="K")
     query_shots: int = options.integer(1, "query images per class in training", metavar="Q")
+    train_ways: int | None = options.integer(
+        None,
+        "classes per training task, if not --ways: Prototypical Networks train with more "
+        "classes than they are tested with",
+        optional=True,
+        default_text="--ways",
+    )
+    train_shots: int | None = options.integer(
+        None,
+        "support images per class of a training task, if not --shots (Reptile trains on 10)",
+        metavar="K",
+        optional=True,
+        default_text="--shots",
+    )
     filters: int = options.integer(64, "filters of each convolution of the Conv4")
     pooling: str = options.choice(
         "stride", ("stride", "max"), "stride-2 convolutions, or 2x2 max-pooling after each block"
@@ -112,18 +128,25 @@ class ImageClassification(TaskFamily):
             "default": RunConfig(
                 task=cls(),
                 algorithm=MAML(inner_lr=0.4, inner_steps=1),
-                training=_training(meta_steps=10000, meta_batch_size=8),
+                training=training_settings(meta_steps=10000, meta_batch_size=8),
                 preset="default",
             )
         }
 
     def prepare(self) -> dict[str, Any]:
         splits = self.splits()
-        for name in SPLITS:
+        ways, shots = self.training_sizes()
+        self._check_split("train", splits.train, shots + self.query_shots, ways)
+        for name in SPLITS[1:]:
             image_set = getattr(splits, name)
-            if name == "train" or image_set.classes:  # no validation or test split is allowed
+            if image_set.classes:  # no validation or test split is allowed
                 self._check_split(name, image_set, self.shots + self.query_shots)
         return splits.record()
+
+    def training_sizes(self) -> tuple[int, int]:
+        """``(ways, shots)`` of the training tasks: ``train_ways`` and ``train_shots`` where
+        set, else those of the tasks the model is tested on."""
+        return self.train_ways or self.ways, self.train_shots or self.shots
 
     def splits(self) -> DataSplits:
         """The image set's classes by split (loaded once per process, then cached)."""
@@ -145,16 +168,20 @@ class ImageClassification(TaskFamily):
         """The images of a split (``train``, ``validation`` or ``test``) on the device."""
         return _pool(self, split)
 
-    def _check_split(self, name: str, image_set: ImageSet, needed: int) -> None:
+    def _check_split(
+        self, name: str, image_set: ImageSet, needed: int, ways: int | None = None
+    ) -> None:
+        ways = ways or self.ways
         count = len(image_set.classes) * (4 if name == "train" and self.rotations else 1)
-        if count < self.ways:
+        if count < ways:
             where = "" if name == "train" else f" (set with --{name}-count)"
             # prepare() passes an empty validation split; only asking for validation tasks
             # reaches this with none, and that request can be dropped.
             unless = "; or --validation-tasks 0 to score none" if count == 0 else ""
+            flag = "--train-ways" if ways != self.ways else "--ways"
             raise DataError(
-                f"the {name} split has {count} classes{where}, fewer than the {self.ways} of a "
-                f"{self.ways}-way task; lower --ways or give more classes{unless}"
+                f"the {name} split has {count} classes{where}, fewer than the {ways} of a "
+                f"{ways}-way task; lower {flag} or give more classes{unless}"
             )
         sizes = image_set.class_sizes()
         if len(sizes) and sizes.min() < needed:
@@ -168,12 +195,21 @@ class ImageClassification(TaskFamily):
     def build_model(self, key: Array) -> Conv4:
         return conv4(
             key,
-            self.ways,
+            max(self.training_sizes()[0], self.ways),
             image_size=self.image_size,
             channels=self.channels,
             filters=self.filters,
             pooling=self.pooling,  # type: ignore[arg-type]
             conv=self.conv,  # type: ignore[arg-type]
+        )
+
+    def linear_head(self) -> LinearHead:
+        return LinearHead(
+            features=lambda model, images: model.features(images),
+            replace=lambda model, weight, bias: eqx.tree_at(
+                lambda m: (m.head_weight, m.head_bias), model, (weight, bias)
+            ),
+            classes=max(self.training_sizes()[0], self.ways),
         )
 
     def loss(self, model: Any, batch: Any) -> tuple[Array, dict[str, Array]]:
@@ -182,9 +218,8 @@ class ImageClassification(TaskFamily):
         return loss, {"accuracy": accuracy}
 
     def task_sampler(self, num_tasks: int) -> ClassificationSampler:
-        return ClassificationSampler(
-            self.pool("train"), num_tasks, self.ways, self.shots, self.query_shots
-        )
+        ways, shots = self.training_sizes()
+        return ClassificationSampler(self.pool("train"), num_tasks, ways, shots, self.query_shots)
 
     def sample_tasks(self, key: Array, num_tasks: int) -> Task:
         return self.task_sampler(num_tasks)(key)
@@ -217,7 +252,11 @@ class ImageClassification(TaskFamily):
         return self.image_size, self.channels, self.invert
 
     def describe(self) -> str:
-        return f"{self.ways}-way {self.shots}-shot"
+        tested = f"{self.ways}-way {self.shots}-shot"
+        ways, shots = self.training_sizes()
+        if (ways, shots) == (self.ways, self.shots):
+            return tested
+        return f"{tested} (trained {ways}-way {shots}-shot)"
 
     def plot_example(self, path: Path, run: TrainedRun, adapt_steps: int, key: Array) -> None:
         from metajax import plots
@@ -235,17 +274,6 @@ class ImageClassification(TaskFamily):
                 f"step{'s' * (adapt_steps != 1)} ({run.algorithm.adaptation_text()})"
             ),
         )
-
-
-def _training(**changes: Any) -> TrainSettings:
-    settings = {
-        "meta_lr": 1e-3,
-        "steps_per_call": 100,
-        "log_every": 100,
-        "checkpoint_every": 500,
-        "validation_tasks": 100,
-    }
-    return TrainSettings(**{**settings, **changes})
 
 
 @functools.lru_cache(maxsize=8)
@@ -287,35 +315,4 @@ class Omniglot(ImageClassification):
 
     @classmethod
     def presets(cls) -> dict[str, RunConfig]:
-        small: dict[str, Any] = {"validation_count": 20, "test_count": 0}
-        return {
-            # The MAML paper's Omniglot settings (Finn et al., 2017, section 5.2 and appendix A):
-            # 1 inner step of 0.4 in training and 3 at test, meta-batch 32 for 5-way; 5 steps
-            # of 0.1 and meta-batch 16 for 20-way; 60000 meta-steps of Adam at 1e-3.
-            "paper-5way": RunConfig(
-                task=cls(ways=5),
-                algorithm=MAML(inner_lr=0.4, inner_steps=1),
-                training=_training(meta_steps=60000, meta_batch_size=32),
-                preset="paper-5way",
-            ),
-            "paper-20way": RunConfig(
-                task=cls(ways=20),
-                algorithm=MAML(inner_lr=0.1, inner_steps=5),
-                training=_training(meta_steps=60000, meta_batch_size=16),
-                preset="paper-20way",
-            ),
-            "small-5way": RunConfig(
-                task=cls(ways=5, **small),
-                algorithm=MAML(inner_lr=0.4, inner_steps=1),
-                training=_training(meta_steps=15000, meta_batch_size=16),
-                preset="small-5way",
-            ),
-            # On 116 training characters, 1 step of 0.4 beat the paper's 20-way setting
-            # (held-out alphabets: 68.6% against 61.8% after 5 steps of 0.1; see the README).
-            "small-20way": RunConfig(
-                task=cls(ways=20, **small),
-                algorithm=MAML(inner_lr=0.4, inner_steps=1),
-                training=_training(meta_steps=10000, meta_batch_size=8),
-                preset="small-20way",
-            ),
-        }
+        return {**maml_presets(cls), **algorithm_presets(cls)}
