@@ -3,6 +3,7 @@ in the middle, and is evaluated. Slow: the quick suite covers the same ground wi
 images (test_images.py) and with these algorithms on Conv4 and on sinusoids."""
 
 import shutil
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -35,7 +36,10 @@ def test_trains_resumes_bit_for_bit_and_evaluates_on_images(name, image_data, tm
     )  # fmt: skip
     config = small.with_algorithm(name).replace(**ALGORITHMS[name])
     out = tmp_path / name
-    metajax.train(config, out, progress=False, plots=False)
+    # 0.1 is above the undamped inner loop's stability bound on these images, and said so.
+    warns = name == "imaml"
+    with pytest.warns(metajax.SettingWarning, match="cannot converge") if warns else nullcontext():
+        metajax.train(config, out, progress=False, plots=False)
     # As if killed after the checkpoint at meta-step 2.
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)

@@ -184,7 +184,9 @@ def test_trains_resumes_bit_for_bit_and_evaluates_on_images(name, changes, image
     )  # fmt: skip
     config = small.with_algorithm(name).replace(**changes)
     out = tmp_path / name
-    metajax.train(config, out, progress=False, plots=False)
+    metajax.train(config, out, progress=False, plots=name == "protonet")
+    if name == "protonet":  # the figures of a learner tested with no steps are drawn too
+        assert (out / "adaptation.png").exists()
     copy = tmp_path / "copy"  # as if killed after the checkpoint at meta-step 2
     shutil.copytree(out, copy)
     for file in ("summary.json", "params.eqx"):

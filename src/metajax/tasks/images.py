@@ -262,6 +262,8 @@ class ImageClassification(TaskFamily):
         from metajax import plots
 
         task = jax.tree.map(lambda leaf: leaf[0], self.eval_tasks(key, 1, self.shots, 1))
+        if not run.algorithm.test_adapt_steps():  # a learner tested without steps (protonet)
+            adapt_steps = 0
         adapted = run.adapt(task.support, adapt_steps)
         probabilities = np.asarray(jax.nn.softmax(run.model(adapted)(task.query[0]), axis=-1))
         plots.plot_classification_example(
