@@ -301,7 +301,9 @@ class Omniglot(ImageClassification):
         "or any folder or zip of alphabet/character/*.png. Presets: paper-5way and paper-20way "
         "(the MAML paper: 1200 training characters, 423 test characters), and small-5way and "
         "small-20way, which train in under half an hour on 2 CPU cores (on a small subset; test "
-        "on --test-data)."
+        "on --test-data); and paper-Nway-NAME and small-Nway-NAME, the same for algorithm NAME "
+        "(fomaml, reptile, meta-sgd, anil, maml++, imaml, protonet, protomaml) at its own "
+        "paper's settings."
     )
 
     validation_count: int = options.integer(
