@@ -13,7 +13,7 @@ from metajax.runs.setup import build
 
 ALGORITHMS = {
     "maml": {},
-    "reptile": {"inner_steps": 2},
+    "reptile": {"inner_steps": 2, "inner_batch_size": 4},
     "meta-sgd": {},
     "anil": {},
     "maml++": {"inner_steps": 2, "anneal_steps": 20, "first_order_steps": 5},

@@ -8,6 +8,7 @@ import pytest
 
 import metajax
 from metajax import OptionError, SinusoidDistribution, Task, maml, reptile
+from metajax.algorithms.reptile import minibatch_indices
 
 
 def quadratic(theta, target):
@@ -52,6 +53,58 @@ def test_the_papers_inner_adam_with_beta1_zero_is_adam_written_out():
         config = metajax.Reptile(inner_lr=lr, inner_steps=steps, inner_optimizer="adam")
         _, direction = config.make(quadratic).meta_grad(jnp.asarray(theta), tasks)
         np.testing.assert_allclose(direction, np.mean(expected, 0), rtol=1e-12)
+
+
+def test_inner_mini_batches_step_on_the_support_examples_in_turn_written_out():
+    # supervised_reptile/reptile.py:65-66 (--inner-batch): each inner step of meta-training on
+    # the next mini-batch; here a support set of two classes of three, laid out class by class,
+    # so that the strided order gives each batch of two one example of each class.
+    def loss(params, batch):
+        x, y = batch
+        return jnp.mean((x @ params - y) ** 2)
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 6))
+        theta = rng.normal(size=3)
+        tasks = Task(support=(jnp.asarray(x), jnp.asarray(y)), query=(jnp.asarray(x), y))
+        lr, steps, order = 0.1, 4, [[0, 3], [1, 4], [2, 5], [0, 3]]
+        np.testing.assert_array_equal(minibatch_indices(6, 2, 4), order)
+        expected = []
+        for task_x, task_y in zip(x, y, strict=True):
+            phi = theta.copy()
+            for batch in order:
+                residual = task_x[batch] @ phi - task_y[batch]
+                phi = phi - lr * 2 * task_x[batch].T @ residual / len(batch)
+            expected.append(theta - phi)
+        learner = reptile(loss, inner_lr=lr, inner_steps=steps, inner_batch_size=2)
+        _, direction = learner.meta_grad(jnp.asarray(theta), tasks)
+        np.testing.assert_allclose(direction, np.mean(expected, 0), rtol=1e-12)
+        # Test-time adaptation, and a batch as large as the support set, take all of it.
+        whole = reptile(loss, inner_lr=lr, inner_steps=steps)
+        support = (jnp.asarray(x[0]), jnp.asarray(y[0]))
+        np.testing.assert_array_equal(
+            learner.adapt(jnp.asarray(theta), support), whole.adapt(jnp.asarray(theta), support)
+        )
+        at_size = reptile(loss, inner_lr=lr, inner_steps=steps, inner_batch_size=6)
+        np.testing.assert_array_equal(
+            at_size.meta_grad(jnp.asarray(theta), tasks)[1],
+            whole.meta_grad(jnp.asarray(theta), tasks)[1],
+        )
+
+
+def test_inner_mini_batches_need_the_examples_on_a_shared_first_axis():
+    tasks = Task(support=(jnp.zeros((2, 4)), jnp.zeros((2, 3))), query=jnp.zeros((2, 4)))
+    learner = reptile(lambda p, b: jnp.sum(p * b[0]), inner_lr=0.1, inner_batch_size=2)
+    message = (
+        "`inner_batch_size` must be None for a support set whose leaves do not all hold their "
+        "examples along a shared first axis (this one's shapes: [(4,), (3,)]), got 2"
+    )
+    with pytest.raises(OptionError) as error:
+        learner.meta_grad(jnp.zeros(4), tasks)
+    assert str(error.value) == message
+    with pytest.raises(OptionError, match="inner_batch_size"):
+        metajax.Reptile(inner_batch_size=0)
 
 
 def test_one_inner_step_is_the_step_size_times_the_support_gradient():

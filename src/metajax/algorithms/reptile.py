@@ -8,14 +8,17 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax import lax
 
 from metajax import _validation, options
+from metajax.algorithms.inner_loop import optimizer_inner_step
 from metajax.algorithms.maml import maml
 from metajax.config import registry
 from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
 from metajax.core.linear_head import LinearHead
-from metajax.core.meta_learner import LossFn, MetaLearner, Params, cached_factory
+from metajax.core.meta_learner import LossFn, MetaLearner, Params, cached_factory, loss_value
 from metajax.core.task import Task
 
 
@@ -26,6 +29,7 @@ def reptile(
     inner_lr: Any,
     inner_steps: int = 5,
     inner_optimizer: Any = None,
+    inner_batch_size: int | None = None,
     has_aux: bool = False,
 ) -> MetaLearner:
     """Reptile: adapt to each task with plain gradient steps, then move the meta-parameters
@@ -40,6 +44,16 @@ def reptile(
     loop. With one inner step the direction is ``inner_lr`` times the gradient of the support
     loss at ``theta``: plain multi-task training; Reptile needs more steps than one.
 
+    With ``inner_batch_size``, each inner step of meta-training takes the gradient on the next
+    ``inner_batch_size`` support examples rather than on all of them, as the paper's code does
+    (a 5-way task of 10 shots a class in 5 steps of 10 examples: each example once, at a fifth
+    of the cost). The examples are taken in a fixed strided order, ``0, c, 2c, ...`` then
+    ``1, 1 + c, ...`` for ``c`` mini-batches a pass, so that a support set laid out class by
+    class (as every task family here lays it out) gives each mini-batch an equal share of
+    every class; the paper's code shuffles instead, and since a task's examples are drawn at
+    random either way the batches are alike. Adaptation at test time (``adapt``) steps on the
+    whole support set, as the paper's evaluation does on its 1-shot support sets.
+
     The meta-loss that ``meta_grad`` reports with the direction (and that ``meta_loss`` and
     ``task_loss`` compute) is the query loss after adaptation, as for MAML, so that the two are
     monitored and evaluated alike; Reptile itself never looks at the query set.
@@ -51,6 +65,9 @@ def reptile(
       inner_optimizer: a function of the step size returning an optax optimizer; ``None``,
         plain gradient descent. The paper's is Adam with beta1 0
         (``functools.partial(optax.adam, b1=0.0)``, ``--inner-optimizer adam``).
+      inner_batch_size: support examples per inner step of meta-training, ``>= 1``; ``None``
+        (or a size at least the support set's), all of them. Every leaf of a support set then
+        holds its examples along its first axis.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
 
     Returns:
@@ -68,6 +85,8 @@ def reptile(
       -0.75
     """
     _validation.integer("inner_steps", inner_steps, 1)
+    if inner_batch_size is not None:
+        _validation.integer("inner_batch_size", inner_batch_size, 1)
     adaptation = maml(
         loss_fn,
         inner_lr=inner_lr,
@@ -75,9 +94,26 @@ def reptile(
         has_aux=has_aux,
         inner_optimizer=inner_optimizer,
     )
+    optimizer = optax.sgd(inner_lr) if inner_optimizer is None else inner_optimizer(inner_lr)
+    minibatch_step = optimizer_inner_step(loss_value(loss_fn, has_aux), optimizer, True)
+
+    def training_adapt(meta_params: Params, support: Any) -> Params:
+        if inner_batch_size is None:
+            return adaptation.adapt(meta_params, support)
+        size = _example_count(support, inner_batch_size)
+        if inner_batch_size >= size:
+            return adaptation.adapt(meta_params, support)
+
+        def step(carry: Any, indices: jax.Array) -> tuple[Any, None]:
+            batch = jax.tree.map(lambda leaf: leaf[indices], support)
+            return minibatch_step(carry, batch), None
+
+        batches = jnp.asarray(minibatch_indices(size, inner_batch_size, inner_steps))
+        start = (meta_params, optimizer.init(meta_params))
+        return lax.scan(step, start, batches, unroll=inner_steps <= 8)[0][0]
 
     def task_loss_and_direction(meta_params: Params, task: Task) -> tuple[Any, Params]:
-        adapted = adaptation.adapt(meta_params, task.support)
+        adapted = training_adapt(meta_params, task.support)
         direction = jax.tree.map(jnp.subtract, meta_params, adapted)
         return loss_fn(adapted, task.query), direction
 
@@ -89,6 +125,34 @@ def reptile(
         return mean, jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0), directions)
 
     return adaptation._replace(meta_grad=meta_grad)
+
+
+def minibatch_indices(size: int, batch_size: int, steps: int) -> np.ndarray:
+    """The support examples of each of ``steps`` inner steps, ``[steps, batch_size]``: passes
+    over ``range(size)`` in the strided order that deals a class-by-class layout out evenly
+    over the ``ceil(size / batch_size)`` mini-batches of a pass.
+
+    >>> minibatch_indices(6, 2, 4).tolist()  # two classes of three: one of each a batch
+    [[0, 3], [1, 4], [2, 5], [0, 3]]
+    """
+    per_pass = -(-size // batch_size)
+    order = sorted(range(size), key=lambda i: (i % per_pass, i // per_pass))
+    passes = -(-steps * batch_size // size)
+    return np.array(order * passes)[: steps * batch_size].reshape(steps, batch_size)
+
+
+def _example_count(support: Any, inner_batch_size: int) -> int:
+    """The number of examples in a support set: the first axis that all its leaves share."""
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else -1 for leaf in jax.tree.leaves(support)}
+    if len(sizes) != 1 or -1 in sizes:
+        shapes = [np.shape(leaf) for leaf in jax.tree.leaves(support)]
+        raise _validation.OptionError(
+            "inner_batch_size",
+            "None for a support set whose leaves do not all hold their examples along a "
+            f"shared first axis (this one's shapes: {shapes})",
+            inner_batch_size,
+        )
+    return int(sizes.pop())
 
 
 @registry.register_algorithm
@@ -114,6 +178,13 @@ class Reptile(Algorithm):
         "the inner loop's optimizer, with step size --inner-lr: sgd (plain gradient descent) or "
         "adam (optax.adam with beta1 0, as the paper's code: supervised_reptile/models.py:10)",
     )
+    inner_batch_size: int | None = options.integer(
+        None,
+        "support examples per inner step of meta-training, taken in turn (the paper's code: "
+        "--inner-batch); test-time steps take the whole support set",
+        optional=True,
+        default_text="the whole support set",
+    )
     test_steps: int | None = test_steps_option()
 
     def make(
@@ -127,6 +198,7 @@ class Reptile(Algorithm):
             inner_lr=self.inner_lr,
             inner_steps=self.inner_steps,
             inner_optimizer=optimizer,
+            inner_batch_size=self.inner_batch_size,
             has_aux=has_aux,
         )
 
@@ -135,7 +207,8 @@ class Reptile(Algorithm):
         return "Reptile"
 
     def describe(self) -> str:
-        return inner_steps_text(self.inner_steps)
+        batches = f" of {self.inner_batch_size} examples" if self.inner_batch_size else ""
+        return inner_steps_text(self.inner_steps) + batches
 
     def setting_warnings(self, support_curvature: Callable[[], float]) -> list[str]:
         warned = super().setting_warnings(support_curvature)

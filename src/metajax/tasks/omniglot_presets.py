@@ -116,15 +116,19 @@ def _paper_settings(ways: int) -> dict[str, tuple[Algorithm, dict[str, Any], dic
         "fomaml": (MAML(**_maml_like(ways, first_order=True)), {}, maml_batch),
         # openai/supervised-reptile README.md:50 (5-way) and :53 (20-way): inner Adam with
         # beta1 0 (models.py:10) at 1e-3 / 5e-4 for 5 / 10 steps on 10 shots a class
-        # (--train-shots 10; the code steps on mini-batches of 10 / 20 of them, metajax on all),
-        # an outer SGD step of 1 annealed linearly to 0 (train.py:54-55), meta-batch 5,
-        # 100000 / 200000 meta-steps; tested with 50 steps (--eval-iters 50).
+        # (--train-shots 10), each step on a mini-batch of 10 / 20 of them (--inner-batch;
+        # reptile.py:65-66: one pass over the 50 / 200), an outer SGD step of 1 annealed
+        # linearly to 0 (train.py:54-55), meta-batch 5, 100000 / 200000 meta-steps; tested with
+        # 50 steps (--eval-iters 50) on the whole support set (the code's 20-way test steps take
+        # mini-batches of 10 of the 20). The code keeps the inner Adam's moments from task to
+        # task (reptile.py:24-26); metajax starts each task's Adam afresh.
         "reptile": (
             Reptile(
                 inner_lr=1e-3 if five else 5e-4,
                 inner_steps=5 if five else 10,
                 test_steps=50,
                 inner_optimizer="adam",
+                inner_batch_size=10 if five else 20,
             ),
             {"train_shots": 10},
             {
@@ -212,12 +216,12 @@ def _paper_settings(ways: int) -> dict[str, tuple[Algorithm, dict[str, Any], dic
 SMALL_TRAINING: dict[int, dict[str, dict[str, Any]]] = {
     # What the small presets change of the paper's training: fewer meta-steps (and, where one
     # meta-step is slow on a CPU, fewer tasks a step), to train in under 45 minutes on 2 CPU
-    # cores at the speeds measured there (meta-steps/s, 5-way: fomaml 20, reptile 2.4,
+    # cores at the speeds measured there (meta-steps/s, 5-way: fomaml 20, reptile 15,
     # meta-sgd 8.9, anil 23, maml++ 1.5, imaml 0.6 at 32 tasks, protonet 8.9, protomaml 12.9
     # at 8 tasks).
     5: {
         "fomaml": {"meta_batch_size": 16, "meta_steps": 15000},
-        "reptile": {"meta_steps": 6000},
+        "reptile": {"meta_steps": 30000},
         "meta-sgd": {"meta_batch_size": 16, "meta_steps": 15000},
         "anil": {"meta_batch_size": 16, "meta_steps": 15000},
         "maml++": {"meta_steps": 3500},
@@ -227,7 +231,7 @@ SMALL_TRAINING: dict[int, dict[str, dict[str, Any]]] = {
     },
     20: {
         "fomaml": {"meta_batch_size": 8, "meta_steps": 10000},
-        "reptile": {"meta_steps": 3000},
+        "reptile": {"meta_steps": 10000},
         "meta-sgd": {"meta_batch_size": 8, "meta_steps": 10000},
         "anil": {"meta_batch_size": 8, "meta_steps": 10000},
         "maml++": {"meta_steps": 1000},
