@@ -266,6 +266,8 @@ class ImageClassification(TaskFamily):
             adapt_steps = 0
         adapted = run.adapt(task.support, adapt_steps)
         probabilities = np.asarray(jax.nn.softmax(run.model(adapted)(task.query[0]), axis=-1))
+        # A head trained on more classes a task (--train-ways) has outputs for absent classes.
+        probabilities = probabilities[:, : self.ways]
         plots.plot_classification_example(
             path,
             support=(np.asarray(task.support[0]), np.asarray(task.support[1])),
