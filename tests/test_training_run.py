@@ -140,7 +140,8 @@ def test_a_run_under_a_meta_lr_schedule_resumes_bit_for_bit(tmp_path, reference)
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, reference):
-    out = run_dir.prepare(tmp_path / "run")
+    out = tmp_path / "run"
+    run_dir.prepare(out)
     run_dir.write_json(out / "config.json", CONFIG.to_dict())
     summary = resume(out)
     assert summary["resumed_from_step"] == 0

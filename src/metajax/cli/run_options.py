@@ -11,7 +11,11 @@ from metajax.cli.flags import flag_name
 RUN_OPTIONS: dict[str, dict[str, Any]] = {
     "out": {"metavar": "DIR", "help": "run directory (default: runs/NAME)"},
     "name": {"help": "run name, for runs/NAME (default: FAMILY-PRESET-TIME)"},
-    "overwrite": {"help": "replace the files of an earlier run in DIR, its checkpoints included"},
+    "overwrite": {
+        "help": "replace the files of an earlier run in DIR, its checkpoints included, once "
+        "the new run has taken its first meta-steps (until then they are kept, and put back "
+        "if it stops)"
+    },
     "devices": {
         "metavar": "N",
         "type": int,

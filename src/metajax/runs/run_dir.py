@@ -42,19 +42,68 @@ class RunDirError(ValueError):
     """A run directory that is missing, incomplete or would be overwritten."""
 
 
-def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+SET_ASIDE = ".replaced-run"
+"""The hidden folder of a run directory where ``--overwrite`` keeps the earlier run's files
+until the new run has started."""
+
+
+class SetAside:
+    """An earlier run's files, moved into ``SET_ASIDE`` of their directory while a new run
+    starts there: :meth:`put_back` if the new run fails before its first meta-steps (a
+    setting refused, the memory estimate, the data), :meth:`discard` once they are done.
+    Moving within one directory is a rename, so nothing is copied and nothing is half moved
+    but the one file being renamed."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names, self.folder = path, [], path / SET_ASIDE
+        self.folder.mkdir()
+        try:
+            for name in names:
+                os.replace(path / name, self.folder / name)
+                self.names.append(name)
+        except BaseException:
+            self.put_back()
+            raise
+
+    def put_back(self) -> None:
+        """Removes what the new run wrote and returns the earlier run's files."""
+        if not self.folder.exists():
+            return
+        remove_run_files(self.path)
+        for name in self.names:
+            os.replace(self.folder / name, self.path / name)
+        self.folder.rmdir()
+
+    def discard(self) -> None:
+        """Deletes the earlier run's files, for good."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+
+
+def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> SetAside | None:
     """Creates the run directory ``path``, refusing to replace an earlier run's files.
 
     With ``overwrite=True`` the files of an earlier run (and only those, its checkpoints and
-    evaluation included) are deleted first.
+    evaluation included) are set aside, not deleted: the caller puts them back if the new run
+    fails to start and discards them once it has (see :class:`SetAside`).
+
+    Returns:
+      The earlier run's files set aside, or ``None`` if there were none.
 
     Raises:
-      RunDirError: if ``path`` is a file, or holds an earlier run's files and ``overwrite`` is
-        false.
+      RunDirError: if ``path`` is a file, holds an earlier run's files and ``overwrite`` is
+        false, or holds files that an earlier ``overwrite`` set aside and never put back.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"run directory '{path}' is a file; choose a directory")
+    if (path / SET_ASIDE).exists():
+        raise RunDirError(
+            f"'{path / SET_ASIDE}' holds the files of a run that an --overwrite set aside, and "
+            "the process that did so stopped before the new run started (killed, say); move "
+            f"them back into '{path}' (after removing the files the new run left there), or "
+            "delete the folder if the run is not wanted"
+        )
     existing = [name for name in (*RUN_FILES, *EVAL_FILES) if (path / name).exists()]
     if existing and not overwrite:
         if SUMMARY in existing:
@@ -66,9 +115,8 @@ def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
             f"run directory '{path}' already holds {state} ({', '.join(existing)}); {choices} "
             "to replace it (resume() or overwrite=True in Python)"
         )
-    remove_run_files(path)
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    return SetAside(path, existing) if existing else None
 
 
 def remove_run_files(path: Path) -> None:

@@ -8,7 +8,7 @@ bit for bit; :func:`metajax.load` gives a finished run back, ready to adapt to n
 """
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +76,34 @@ def train(
     """
     _check_registered(config)
     out, values = Path(out), config.to_dict()
-    # Every check before anything is written; an error on any process stops them all.
-    with multi_process.together("setting the run up"):
-        mesh = _task_mesh(config, devices)
-        if tensorboard:
-            metrics.tensorboard_writer()
-        data = config.task.prepare()
-        check_traceable(config)
-        if multi_process.is_writer():
-            warn_of_settings(config)
-            run_dir.prepare(out, overwrite=overwrite)
-            run_dir.write_json(out / run_dir.CONFIG, values)
-            if data is not None:
-                run_dir.write_json(out / run_dir.DATA, data)
-    return _train(config, values, out, False, progress, plots, tensorboard, sinks, mesh)
+    earlier: run_dir.SetAside | None = None
+    try:
+        # Every check before anything is written; an error on any process stops them all.
+        with multi_process.together("setting the run up"):
+            mesh = _task_mesh(config, devices)
+            if tensorboard:
+                metrics.tensorboard_writer()
+            data = config.task.prepare()
+            check_traceable(config)
+            if multi_process.is_writer():
+                warn_of_settings(config)
+                earlier = run_dir.prepare(out, overwrite=overwrite)
+                run_dir.write_json(out / run_dir.CONFIG, values)
+                if data is not None:
+                    run_dir.write_json(out / run_dir.DATA, data)
+        # An earlier run that --overwrite replaces is deleted only once the new one has passed
+        # the checks of its first compiled call (the memory estimate among them).
+        started = None if earlier is None else earlier.discard
+        summary = _train(
+            config, values, out, False, progress, plots, tensorboard, sinks, mesh, started
+        )
+    except BaseException:
+        if earlier is not None:
+            earlier.put_back()
+        raise
+    if earlier is not None:
+        earlier.discard()
+    return summary
 
 
 def _check_registered(config: RunConfig) -> None:
@@ -184,6 +198,7 @@ def _train(
     tensorboard: bool,
     sinks: Sequence[metrics.MetricsSink],
     mesh: Mesh | None,
+    on_started: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     steps = config.training.meta_steps
     try:
@@ -211,6 +226,7 @@ def _train(
                 steps_per_draw=config.task.steps_per_draw,
                 mesh=mesh,
                 validate=validator(config, setup),
+                on_started=on_started,
             )
             summary = _summary(outcome, steps, resume, mesh, setup.micro_batches)
             if writer:

@@ -90,6 +90,7 @@ def run(
     steps_per_draw: int | None = None,
     mesh: Mesh | None = None,
     validate: Callable[[Any], dict[str, float]] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Meta-trains in the run directory ``out``, or resumes the run there.
 
@@ -121,6 +122,8 @@ def run(
       validate: ``validate(meta_params) -> {name: value}``, scores of the meta-parameters on
         validation tasks; called at every ``checkpoint_every`` meta-steps and at the end,
         before the checkpoint, and written as a record of its own at that step.
+      on_started: called once, after the first compiled call of meta-steps has run (its
+        memory estimate passed) and before its records and checkpoint are written.
 
     Returns:
       A :class:`RunOutcome`.
@@ -161,7 +164,7 @@ def run(
                     progress=progress,
                     steps_per_draw=steps_per_draw,
                     mesh=mesh,
-                    on_chunk=recorder.on_chunk,
+                    on_chunk=_first_calling(on_started, recorder.on_chunk),
                 )
             recorder.flush()
         finally:
@@ -172,6 +175,20 @@ def run(
     return RunOutcome(
         result.state, recorder.recent, first_step, result.compile_seconds, result.train_seconds
     )
+
+
+def _first_calling(first: Callable[[], None] | None, on_chunk: OnChunk) -> OnChunk:
+    """``on_chunk`` that calls ``first()`` before it handles the first chunk."""
+    if first is None:
+        return on_chunk
+    pending = [first]
+
+    def calling_first(state: TrainState, losses: np.ndarray, aux: dict[str, np.ndarray]) -> None:
+        while pending:
+            pending.pop()()
+        on_chunk(state, losses, aux)
+
+    return calling_first
 
 
 def _meta_train(
