@@ -19,7 +19,7 @@ from metajax._files import replace_atomically
 from metajax.data.image_set import ImageSet
 from metajax.data.source import ImageSource
 
-_CACHE_FORMAT = 1  # bump when the decoding changes, so that old caches are not used
+_CACHE_FORMAT = 2  # bump when the decoding changes, so that old caches are not used
 
 
 def cache_dir() -> Path:
