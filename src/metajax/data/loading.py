@@ -13,6 +13,7 @@ import numpy as np
 from metajax.data import cache as image_cache
 from metajax.data.decoding import IMAGE_SUFFIXES, decode_image, is_image
 from metajax.data.image_set import DataError, ImageSet
+from metajax.data.reading import read_folder_file
 from metajax.data.source import group_of, scan
 
 
@@ -72,10 +73,12 @@ def load_folder_images(
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"'{folder}' is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image(p.name))
+    files = sorted(p for p in folder.iterdir() if not p.is_dir() and is_image(p.name))
     if not files:
         raise DataError(
             f"'{folder}' holds no images (files ending in {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    images = [decode_image(p.read_bytes(), str(p), image_size, channels, invert) for p in files]
+    images = [
+        decode_image(read_folder_file(p), str(p), image_size, channels, invert) for p in files
+    ]
     return [p.name for p in files], np.stack(images)

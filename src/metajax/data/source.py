@@ -7,12 +7,12 @@ whose group is the root.
 """
 
 import dataclasses
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from metajax.data.decoding import IMAGE_SUFFIXES, is_image
 from metajax.data.image_set import DataError
+from metajax.data.reading import read_folder_file, read_zip_members, walk_folder, zip_entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,15 +23,14 @@ class ImageSource:
     files: dict[str, list[str]]  # class name -> file names (paths under the root), sorted
 
     def read_all(self) -> Iterator[tuple[str, bytes]]:
-        """Every image file's name and bytes, class by class, in the order of :attr:`files`."""
+        """Every image file's name and bytes, class by class, in the order of :attr:`files`
+        (see :mod:`metajax.data.reading` for what is refused)."""
         names = [name for files in self.files.values() for name in files]
         if self.path.is_dir():
             for name in names:
-                yield name, (self.path / name).read_bytes()
+                yield name, read_folder_file(self.path / name)
             return
-        with zipfile.ZipFile(self.path) as archive:
-            for name in names:
-                yield name, archive.read(name)
+        yield from read_zip_members(self.path, names)
 
 
 def group_of(class_name: str) -> str:
@@ -48,23 +47,9 @@ def scan(path: Path) -> ImageSource:
             "of images per class (metajax data omniglot DIR downloads Omniglot)"
         )
     if path.is_dir():
-        entries = [
-            (p.relative_to(path).as_posix(), p.is_dir())
-            for p in sorted(path.rglob("*"))
-            if not any(part.startswith(".") for part in p.relative_to(path).parts)
-        ]
+        entries = walk_folder(path)
     else:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                entries = [
-                    (info.filename.rstrip("/"), info.is_dir()) for info in archive.infolist()
-                ]
-        except (zipfile.BadZipFile, OSError) as error:
-            raise DataError(
-                f"'{path}' is not a zip archive ({error}); give a directory or a zip with one "
-                "folder of images per class"
-            ) from None
-        entries = [(name, is_dir) for name, is_dir in entries if not name.startswith("__MACOSX")]
+        entries = [entry for entry in zip_entries(path) if not entry[0].startswith("__MACOSX")]
     files: dict[str, list[str]] = {}
     folders = set()
     for name, is_dir in entries:
