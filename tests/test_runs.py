@@ -4,7 +4,9 @@ Driven by the test-only family ``lines`` and algorithm ``learned-lr`` (fakes.py)
 depends on a family metajax ships.
 """
 
+import hashlib
 import json
+import shutil
 
 import fakes
 import jax
@@ -15,6 +17,7 @@ from PIL import Image
 
 import metajax
 from metajax import OptionError
+from metajax.cli import main
 from metajax.core import memory
 from metajax.runs import checkpoints, metrics, run_dir
 from metajax.runs.setup import build
@@ -178,3 +181,25 @@ def test_running_out_of_memory_after_training_keeps_the_run(tmp_path, monkeypatc
     assert (out / "params.eqx").exists() and checkpoints.latest(out / "checkpoints").step == 20
     monkeypatch.undo()
     assert metajax.resume(out, progress=False)["resumed_from_step"] == 20
+
+
+def test_a_changed_byte_of_params_is_named_by_eval_adapt_and_plot(finished_run, tmp_path, capsys):
+    _, out, summary = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    params = copy / "params.eqx"
+    data = bytearray(params.read_bytes())
+    assert hashlib.sha256(data).hexdigest() == summary["params_sha256"]
+    data[-3] ^= 0x01  # the last float's lowest bits: loads fine, as another number
+    params.write_bytes(bytes(data))
+    message = (
+        f"'{params}' is not the file the run saved: its SHA-256 differs from the one "
+        f"'{copy / 'summary.json'}' records, so its bytes were changed or damaged since; "
+        "restore it from a copy, or train the run again"
+    )
+    for command in (["eval", str(copy), "--num-tasks", "2"], ["plot", str(copy)]):
+        assert main(command) == 1
+        assert capsys.readouterr().err == f"metajax: error: {message}\n"
+    with pytest.raises(run_dir.RunDirError) as error:
+        metajax.load(copy)
+    assert str(error.value) == message

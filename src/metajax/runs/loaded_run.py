@@ -92,5 +92,8 @@ def load(path: str | Path) -> LoadedRun:
     loss_fn = family_loss(config.task, static)
     learner = family_learner(config.task, config.algorithm, static)
     like = jax.eval_shape(learner.init, params_like)
-    meta_params = run_dir.load_params(path / run_dir.PARAMS, like)
+    summary = path / run_dir.SUMMARY  # runs of metajax 0.2 and earlier record no SHA-256
+    recorded = run_dir.read_json(summary) if summary.exists() else {}
+    sha256 = recorded.get("params_sha256") if isinstance(recorded, dict) else None
+    meta_params = run_dir.load_params(path / run_dir.PARAMS, like, sha256)
     return LoadedRun(path, config, meta_params, static, learner, loss_fn)

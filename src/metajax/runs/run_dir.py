@@ -1,5 +1,7 @@
 """The files of a run directory, written so that an interrupted write never leaves half a file."""
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -144,13 +146,23 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"'{path}' is not valid JSON: {error}") from None
 
 
-def save_params(path: Path, params: Any) -> None:
-    """Saves a pytree's arrays (``equinox.tree_serialise_leaves``), atomically."""
-    replace_atomically(path, lambda file: eqx.tree_serialise_leaves(file, params))
+def save_params(path: Path, params: Any) -> str:
+    """Saves a pytree's arrays (``equinox.tree_serialise_leaves``), atomically; returns the
+    file's SHA-256, which a run's ``summary.json`` records for :func:`load_params` to check."""
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, params)
+    data = buffer.getvalue()
+    replace_atomically(path, lambda file: file.write(data))
+    return hashlib.sha256(data).hexdigest()
 
 
-def load_params(path: Path, like: Any) -> Any:
-    """Loads arrays saved by :func:`save_params` into a pytree shaped like ``like``."""
+def load_params(path: Path, like: Any, sha256: str | None = None) -> Any:
+    """Loads arrays saved by :func:`save_params` into a pytree shaped like ``like``, checking
+    the file against ``sha256`` if given.
+
+    Raises:
+      RunDirError: naming the file, if it is missing, damaged, or not the file that was saved.
+    """
     path = Path(path)
     if not path.exists():
         if (path.parent / CHECKPOINTS).is_dir():
@@ -159,8 +171,15 @@ def load_params(path: Path, like: Any) -> Any:
                 f"with: metajax train --resume {path.parent}"
             )
         raise RunDirError(f"'{path}' is missing; is '{path.parent}' a finished run?")
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise RunDirError(
+            f"'{path}' is not the file the run saved: its SHA-256 differs from the one "
+            f"'{path.parent / SUMMARY}' records, so its bytes were changed or damaged since; "
+            "restore it from a copy, or train the run again"
+        )
     try:
-        return eqx.tree_deserialise_leaves(path, like)
+        return eqx.tree_deserialise_leaves(io.BytesIO(data), like)
     except Exception as error:  # numpy and equinox raise many kinds on a damaged file
         raise RunDirError(f"'{path}' could not be read ({error}); the file is damaged") from None
 

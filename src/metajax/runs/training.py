@@ -61,7 +61,9 @@ def train(
     Returns:
       The summary (``summary.json``): the final meta-loss (the mean over the last 1000
       meta-steps), the meta-steps per second, the compile and training times, the numbers
-      of devices and processes, and the number of micro-batches (as chosen, when automatic).
+      of devices and processes, the number of micro-batches (as chosen, when automatic), and
+      the SHA-256 of ``params.eqx`` (``params_sha256``, on the process that writes the run),
+      which loading the run checks.
 
     Raises:
       ValueError: if the config's family or algorithm is not registered.
@@ -230,7 +232,8 @@ def _train(
             )
             summary = _summary(outcome, steps, resume, mesh, setup.micro_batches)
             if writer:
-                run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
+                sha256 = run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
+                summary["params_sha256"] = sha256
                 if plots:
                     stop.raise_if_received(out, steps, steps)
                     plot(out)
