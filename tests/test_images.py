@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 import shutil
 
@@ -239,6 +240,34 @@ def test_metajax_adapt_refuses_a_support_set_of_another_size(image_run, tmp_path
     )
     assert result.returncode == 2
     assert "argument --out: must end in .csv or .json, got 'a.txt'" in result.stderr
+    # The bounds of every integer option, before any work (an OverflowError inside jit before).
+    for steps in ("-1", "2147483648"):
+        result = run_metajax(
+            "adapt", str(out), "--support", support, "--query", query, "--adapt-steps", steps
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.endswith(
+            f"argument --adapt-steps: must be an integer in [0, 2147483647], got {steps}\n"
+        ), result.stderr
+
+
+def test_metajax_adapt_escapes_names_that_are_not_utf8(image_run, tmp_path, run_metajax):
+    _, out = image_run
+    latin1 = os.fsdecode(b"caf\xe9")  # a folder named in Latin-1: byte 0xe9 is no UTF-8
+    write_task(tmp_path, {latin1: 30, "b": 31, "c": 32}, 2, 1)
+    result = run_metajax(
+        "adapt", str(out), "--support", str(tmp_path / "support"),
+        "--query", str(tmp_path / "query"), "--out", str(tmp_path / "p.csv"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "metajax: note: names that are not valid UTF-8 are shown and written with those bytes "
+        "escaped (\\xNN)\n"
+    )
+    rows = list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8")))
+    assert sorted(row["image"] for row in rows) == ["b_0.png", "c_0.png", "caf\\xe9_0.png"]
+    assert list(rows[0])[3:] == ["b", "c", "caf\\xe9"]  # a column per class
+    assert "caf\\xe9_0.png" in [line.split()[0] for line in result.stdout.splitlines()]
 
 
 def test_the_cli_names_bad_data(tmp_path, run_metajax):

@@ -4,6 +4,7 @@ and ``data``."""
 import argparse
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from metajax._validation import OptionError
@@ -46,15 +47,23 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def adapt_command(args: argparse.Namespace) -> int:
-    if args.adapt_steps is not None and args.adapt_steps < 0:
-        args.parser.error(f"argument --adapt-steps: must be >= 0, got {args.adapt_steps}")
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         args.parser.error(f"argument --out: must end in .csv or .json, got {args.out!r}")
-    found = predict.adapt_and_predict(
-        args.run_dir, args.support, args.query, adapt_steps=args.adapt_steps
-    )
-    width = max(len(p.image) for p in found)
-    for p in found:
+    try:
+        found = predict.adapt_and_predict(
+            args.run_dir, args.support, args.query, adapt_steps=args.adapt_steps
+        )
+    except OptionError as error:
+        args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
+    shown = [predict.escaped_prediction(p) for p in found]
+    if shown != found:
+        print(
+            "metajax: note: names that are not valid UTF-8 are shown and written with those "
+            "bytes escaped (\\xNN)",
+            file=sys.stderr,
+        )
+    width = max(len(p.image) for p in shown)
+    for p in shown:
         print(f"{p.image:<{width}}  {p.label}  {p.probability:.3f}")
     if args.out is not None:
         predict.write_predictions(args.out, found)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metajax import _validation
 from metajax.data.image_set import DataError
 from metajax.data.loading import load_folder_images
 from metajax.runs import loaded_run
@@ -65,7 +66,10 @@ def adapt_and_predict(
       DataError: if a folder is missing or empty, an image cannot be read, or the number of
         classes is not the run's N.
       RunDirError: if ``run_dir`` is not a finished run.
+      OptionError: if ``adapt_steps`` is not an integer in ``[0, 2**31 - 1]``.
     """
+    if adapt_steps is not None:  # the bounds of every integer setting, before any work
+        _validation.integer("adapt_steps", adapt_steps, 0, _validation.MAX_INT32)
     run = loaded_run.load(Path(run_dir))
     family = run.config.task
     if not isinstance(family, ImageClassification):
@@ -133,15 +137,19 @@ def write_predictions(path: str | os.PathLike, predictions: list[Prediction]) ->
     """Writes predictions as CSV (``image,label,probability``, then a column per class) or JSON
     (a list of objects), by the file's suffix.
 
+    File and folder names that are not valid UTF-8 are written with those bytes escaped (see
+    :func:`escaped`).
+
     Raises:
       ValueError: if the suffix is neither ``.csv`` nor ``.json``.
     """
     path = Path(path)
+    predictions = [escaped_prediction(p) for p in predictions]
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps([p._asdict() for p in predictions], indent=2) + "\n")
     elif path.suffix.lower() == ".csv":
         classes = list(predictions[0].probabilities) if predictions else []
-        with open(path, "w", newline="") as file:
+        with open(path, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
             writer.writerow(["image", "label", "probability", *classes])
             for p in predictions:
@@ -149,3 +157,19 @@ def write_predictions(path: str | os.PathLike, predictions: list[Prediction]) ->
                 writer.writerow([p.image, p.label, f"{p.probability:.6f}", *probabilities])
     else:
         raise ValueError(f"'{path}': write predictions to a .csv or a .json file")
+
+
+def escaped(name: str) -> str:
+    """A file or folder name as UTF-8 text can hold it: the bytes of a name that is not valid
+    UTF-8 (which Python holds as lone surrogates) escaped as ``\\xNN``; other names as they
+    are."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def escaped_prediction(prediction: Prediction) -> Prediction:
+    """``prediction`` with its image and class names :func:`escaped`."""
+    return prediction._replace(
+        image=escaped(prediction.image),
+        label=escaped(prediction.label),
+        probabilities={escaped(c): v for c, v in prediction.probabilities.items()},
+    )
