@@ -14,6 +14,7 @@ from PIL import Image
 
 import metajax
 from metajax import DataError, ImageClassification
+from metajax.cli import main
 from metajax.config.streams import VALIDATION_STREAM, stream_key
 from metajax.evaluation import predict
 from metajax.runs import checkpoints, metrics
@@ -101,13 +102,15 @@ def test_data_that_cannot_make_the_tasks_is_refused_with_the_reason(tmp_path):
         ImageClassification().prepare()
 
 
-def test_validation_tasks_without_validation_classes_are_refused_before_writing(tmp_path):
+def test_validation_tasks_without_validation_classes_are_refused_before_writing(tmp_path, capsys):
     root = alphabets(tmp_path / "set", groups=3, characters=4)
     config = small_config(root, validation_count=0)
     out = tmp_path / "run"
     message = (
         "the validation split has 0 classes (set with --validation-count), fewer than the 3 of a "
-        "3-way task; lower --ways or give more classes; or --validation-tasks 0 to score none"
+        "3-way task; lower --ways or give more classes; or ask for no validation tasks "
+        "(metajax train: --validation-tasks 0; metajax eval: give --inner-lr LR rather than "
+        "tuning it)"
     )
     with pytest.raises(DataError, match=re.escape(message)):
         metajax.train(config, out, progress=False)
@@ -116,6 +119,12 @@ def test_validation_tasks_without_validation_classes_are_refused_before_writing(
         config.replace(validation_tasks=0, meta_steps=2), out, progress=False, plots=False
     )
     assert metrics.read(out / "metrics.jsonl", ("step",), validation=True) == []
+    # eval's choice of a step size on validation tasks gets the same advice, and it works.
+    tuned = ["eval", str(out), "--num-tasks", "2", "--shots", "1", "--query-shots", "1"]
+    tuned.append("--no-plots")
+    assert main([*tuned, "--tune-inner-lr"]) == 1
+    assert capsys.readouterr().err == f"metajax: error: {message}\n"
+    assert main([*tuned, "--inner-lr", "0.1"]) == 0
 
 
 def test_evaluation_with_more_shots_than_a_class_holds_is_refused(tmp_path):

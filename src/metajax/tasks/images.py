@@ -176,8 +176,14 @@ class ImageClassification(TaskFamily):
         if count < ways:
             where = "" if name == "train" else f" (set with --{name}-count)"
             # prepare() passes an empty validation split; only asking for validation tasks
-            # reaches this with none, and that request can be dropped.
-            unless = "; or --validation-tasks 0 to score none" if count == 0 else ""
+            # (training's scores, eval's choice of step size) reaches this with none, and
+            # that request can be dropped, in the way each command drops it.
+            unless = (
+                "; or ask for no validation tasks (metajax train: --validation-tasks 0; metajax "
+                "eval: give --inner-lr LR rather than tuning it)"
+                if count == 0
+                else ""
+            )
             flag = "--train-ways" if ways != self.ways else "--ways"
             raise DataError(
                 f"the {name} split has {count} classes{where}, fewer than the {ways} of a "
