@@ -172,6 +172,38 @@ def test_bad_multi_process_settings_name_their_flag(run_metajax, child_env):
     )
 
 
+def test_a_run_that_cannot_start_says_where_and_what_to_check(run_metajax, tmp_path):
+    out = ["--out", str(tmp_path / "run"), "--num-processes", "2"]
+    with socket.socket() as holder:  # another program listens on the coordinator's port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = run_metajax(*TRAIN, *out, "--process-id", "0", "--coordinator-address", taken)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"metajax: error: cannot start the coordinator at {taken}: another program (an earlier "
+        "run still running, say) listens on its port; choose another port in "
+        "--coordinator-address, the same for every process, or stop that program\n"
+    )
+    nobody = f"127.0.0.1:{free_port()}"
+    waits = ["--coordinator-address", nobody, "--coordinator-timeout", "2"]
+    for index, message in (
+        ("1", f"no coordinator answered at {nobody} within 2 s, or not every process joined"),
+        ("0", f"not every one of the 2 processes joined the run at {nobody} within 2 s"),
+    ):
+        start = time.monotonic()
+        result = run_metajax(*TRAIN, *out, "--process-id", index, *waits)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert f"metajax: error: {message}" in result.stderr, result.stderr
+        assert time.monotonic() - start < 30  # not JAX's own five minutes
+    assert not (tmp_path / "run").exists()
+    result = run_metajax(*TRAIN, *out, "--process-id", "1", "--coordinator-timeout", "0")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "argument --coordinator-timeout: must be an integer in [1, 86400], got 0\n"
+    )
+
+
 @pytest.fixture
 def no_cluster(monkeypatch):
     """An environment with no multi-process setting and no cluster for JAX to detect."""

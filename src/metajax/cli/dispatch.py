@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         OptionError,
         OSError,
         multi_process.ProcessFailed,
+        multi_process.StartFailed,
     ) as error:
         print(f"metajax: error: {error}", file=sys.stderr)
         return _failed(1)

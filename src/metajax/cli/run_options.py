@@ -56,6 +56,12 @@ PROCESS_OPTIONS: dict[str, dict[str, Any]] = {
         "help": "this process's index, 0 to N-1; process 0 writes the run directory, which "
         "every process must see at the same path (default: $JAX_PROCESS_ID)",
     },
+    "coordinator_timeout": {
+        "metavar": "SECONDS",
+        "type": int,
+        "help": "how long a process waits for every process to join before it stops with an "
+        "error naming the address (default: 60)",
+    },
 }
 """How a run joins a multi-process run (see :mod:`metajax.core.multi_process`): each option's
 argparse arguments; all but ``distributed`` are arguments of its ``initialize``."""

@@ -30,6 +30,7 @@ COMMAND_LINE_NAMES = frozenset(
         *("preset", "algorithm", "resume", "config", "help", "version"),
         *("out", "name", "overwrite", "devices", "tensorboard", "no_plots", "no_progress"),
         *("distributed", "coordinator_address", "num_processes", "process_id"),
+        "coordinator_timeout",
     }
 )
 """The names of the command line's own options of ``metajax train`` (``--preset``, ``--out``,

@@ -14,7 +14,11 @@ In Python, call :func:`jax.distributed.initialize` (or :func:`initialize`) first
 """
 
 import contextlib
+import errno
 import os
+import socket
+import sys
+import threading
 from collections.abc import Iterator
 
 import jax
@@ -35,10 +39,20 @@ class ProcessFailed(RuntimeError):
     """Another process of a multi-process run failed; its own output says why."""
 
 
+class StartFailed(RuntimeError):
+    """A multi-process run that could not start: its coordinator's port taken, or not every
+    process joined in time. The message names the address and what to check."""
+
+
+DEFAULT_TIMEOUT = 60
+"""Seconds a process waits for every process to join, by default."""
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    coordinator_timeout: int | None = None,
     *,
     detect_cluster: bool = False,
 ) -> bool:
@@ -53,6 +67,8 @@ def initialize(
       coordinator_address: ``HOST:PORT`` of process 0, where every process meets.
       num_processes: the number of processes, ``>= 1``.
       process_id: this process's index, in ``[0, num_processes)``.
+      coordinator_timeout: seconds to wait for every process to join, ``>= 1`` (default
+        :data:`DEFAULT_TIMEOUT`).
       detect_cluster: join even with no setting given, taking all of them from the cluster.
 
     Returns:
@@ -61,6 +77,10 @@ def initialize(
     Raises:
       OptionError: naming a setting that is malformed, out of range, or missing (when no
         cluster provides it).
+      StartFailed: process 0 could not listen on the coordinator's port (another program
+        holds it). A process that waits longer than ``coordinator_timeout`` for the others prints an
+        error naming the address and exits with status 1: JAX would abort it a moment later,
+        from C++, where Python cannot catch it.
     """
     address = coordinator_address or os.environ.get(ENVIRONMENT["coordinator_address"]) or None
     count = _from_environment("num_processes", num_processes)
@@ -73,8 +93,20 @@ def initialize(
             index = integer("process_id", index, 0, count - 1)
     if address is not None and not _is_host_and_port(address):
         raise OptionError("coordinator_address", "HOST:PORT, the address of process 0", address)
+    given = DEFAULT_TIMEOUT if coordinator_timeout is None else coordinator_timeout
+    timeout = integer("coordinator_timeout", given, 1, 24 * 3600)
+    if address is not None and index == 0:
+        _check_port_free(address)
+    watchdog = threading.Timer(timeout, _give_up, (address, count, index, timeout))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        jax.distributed.initialize(address, count, index)
+        # JAX's own limit comes later, so that the watchdog's message is the one a user sees.
+        jax.distributed.initialize(address, count, index, initialization_timeout=timeout + 30)
+    except jax.errors.JaxRuntimeError as error:
+        if "Failed to start RPC server" not in str(error):
+            raise
+        raise StartFailed(_port_taken(address or "the coordinator's address")) from None
     except ValueError as error:
         # JAX's words for a setting that neither the caller nor a cluster gave.
         missing = next((name for name, words in _UNDEFINED.items() if words in str(error)), None)
@@ -86,7 +118,56 @@ def initialize(
             "runs on a cluster that JAX detects (SLURM, Open MPI, Kubernetes)",
             None,
         ) from None
+    finally:
+        watchdog.cancel()
     return True
+
+
+def _check_port_free(address: str) -> None:
+    """Refuses a coordinator address whose port another program listens on, before JAX tries
+    it (JAX's own failure comes with lines of C++ logging)."""
+    port = int(address.rpartition(":")[2])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no holder
+        try:
+            probe.bind(("", port))
+        except PermissionError:
+            raise StartFailed(
+                f"process 0 may not listen on port {port} of --coordinator-address {address} "
+                "(ports below 1024 need root); choose a port of 1024 or more"
+            ) from None
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise StartFailed(_port_taken(address)) from None
+
+
+def _port_taken(address: str) -> str:
+    return (
+        f"cannot start the coordinator at {address}: another program (an earlier run still "
+        "running, say) listens on its port; choose another port in --coordinator-address, the "
+        "same for every process, or stop that program"
+    )
+
+
+def _give_up(address: str | None, count: int | None, index: int | None, timeout: int) -> None:
+    """After ``timeout`` seconds of waiting to join: an error naming the address, and exit."""
+    where = f"at {address}" if address else "at the coordinator the cluster gave"
+    if index == 0:
+        text = (
+            f"not every one of the {count or 'N'} processes joined the run {where} within "
+            f"{timeout} s; start the others with the same --coordinator-address and "
+            "--num-processes, each with its own --process-id, and check that they can reach "
+            "this host's port"
+        )
+    else:
+        text = (
+            f"no coordinator answered {where} within {timeout} s, or not every process joined: "
+            "check that process 0 runs with the same --coordinator-address and "
+            "--num-processes, that its host is reachable from here and its port open, or "
+            "allow more time with --coordinator-timeout"
+        )
+    print(f"metajax: error: {text}", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 _UNDEFINED = {
