@@ -4,7 +4,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+import metajax
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 """The two real Omniglot subsets, when this checkout sits next to them."""
@@ -53,3 +56,47 @@ def alphabets(root: Path, groups: int = 3, characters: int = 4, images: int = 6)
         f"alphabet{g}/character{c:02d}": images for g in range(groups) for c in range(characters)
     }
     return write_image_folders(root, classes)
+
+
+def small_config(data, **changes):
+    """A run of the images family that trains in seconds: 3-way tasks of 16-pixel images."""
+    config = metajax.presets("images")["default"].replace(
+        data=str(data),
+        validation_count=3,
+        test_count=3,
+        image_size=16,
+        filters=8,
+        ways=3,
+        meta_batch_size=2,
+        meta_steps=30,
+        steps_per_call=10,
+        checkpoint_every=10,
+        log_every=3,
+        validation_tasks=4,
+    )
+    return config.replace(**changes)
+
+
+def train_image_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[metajax.RunConfig, Path]:
+    """A finished :func:`small_config` run on 3 alphabets of 4 characters; its config and
+    directory."""
+    root = alphabets(tmp_path_factory.mktemp("data") / "set", groups=3, characters=4)
+    config = small_config(root)
+    out = tmp_path_factory.mktemp("run") / "images"
+    metajax.train(config, out, progress=False)
+    return config, out
+
+
+def write_task(root, labels, images_per_class, query_per_class, size=40):
+    """A support folder of one folder per class and a query folder, as JPEGs of another size
+    (bars at places no training class had)."""
+    for name, label in labels.items():
+        folder = root / "support" / name
+        folder.mkdir(parents=True)
+        for i in range(images_per_class):
+            Image.fromarray(class_image(label, i, size)).save(folder / f"{i}.jpg")
+    (root / "query").mkdir()
+    for name, label in labels.items():
+        for i in range(query_per_class):
+            image = Image.fromarray(class_image(label, i + 1, size)).convert("RGB")
+            image.save(root / "query" / f"{name}_{i}.png")

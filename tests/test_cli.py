@@ -2,12 +2,15 @@
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
 import metajax
-from metajax.cli import main
+from metajax.cli import console, main
 from metajax.cli.flags import train_config
 from metajax.cli.parser import build_parser
 from metajax.config import registry
@@ -313,15 +316,6 @@ def test_run_directory_names_are_checked(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
-    (tmp_path / "afile").write_text("")
-    status = main(
-        ["train", "sinusoid", "--meta-steps", "5", "--out", str(tmp_path / "afile" / "run")]
-    )
-    assert status == 1
-    assert "metajax: error: [Errno 20] Not a directory" in capsys.readouterr().err
-
-
 def test_an_existing_run_is_refused_without_overwrite(tmp_path, run_metajax):
     (tmp_path / "config.json").write_text("{}")
     result = run_metajax("train", "sinusoid", "--meta-steps", "10", "--out", str(tmp_path))
@@ -521,6 +515,36 @@ def test_paths_that_are_not_what_they_should_be_are_named(tmp_path, capsys):
     assert f"run directory '{tmp_path}/afile' is a file; choose a directory" in (
         capsys.readouterr().err
     )
+    # Checked before the data is read, which may take minutes for a large image set.
+    args[-1] = str(tmp_path / "afile" / "run")
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"metajax: error: '{tmp_path}/afile/run' cannot be created: '{tmp_path}/afile' is a "
+        "file, not a folder\n"
+    )
+    if sys.platform == "linux":  # a folder that takes no new folders, whoever runs the test
+        args[-1] = "/proc/run"
+        assert main(args) == 1
+        assert capsys.readouterr().err.startswith(
+            "metajax: error: '/proc/run' cannot be created in '/proc': "
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_run_directory_not_valid_utf8_is_printed_escaped(tmp_path, child_env):
+    # A strict UTF-8 console raised UnicodeEncodeError here, once the run had finished.
+    out = tmp_path / os.fsdecode(b"r\xff")
+    command = ["train", "sinusoid", "--meta-steps", "10", "--steps-per-call", "10"]
+    result = subprocess.run(
+        [sys.executable, "-m", "metajax", *command, "--no-plots", "--out", str(out)],
+        capture_output=True,
+        env={**child_env, "PYTHONIOENCODING": "utf-8"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.decode().splitlines()[0] == console.NOTE
+    assert result.stdout.decode().endswith(f"; run directory {tmp_path}/r\\xff\n")
+    assert (out / "summary.json").is_file()
 
 
 def test_resuming_a_finished_run_says_so_and_succeeds(tmp_path, capsys):

@@ -2,9 +2,9 @@
 before that leaves the earlier run's files as they were, byte for byte."""
 
 import math
-from pathlib import Path
 
 import pytest
+from bad_input import snapshot, status_of
 
 import metajax
 from metajax.cli import main
@@ -12,15 +12,6 @@ from metajax.core import memory
 from metajax.runs import run_dir
 
 QUICK = ["--meta-steps", "20", "--steps-per-call", "10", "--log-every", "10", "--no-progress"]
-
-
-def snapshot(path: Path) -> dict[str, bytes]:
-    """Every file under ``path``, by its path relative to it, with its bytes."""
-    return {
-        str(file.relative_to(path)): file.read_bytes()
-        for file in sorted(path.rglob("*"))
-        if file.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +26,6 @@ def earlier_run(tmp_path_factory):
 def wide() -> str:
     """A hidden size whose weight matrix XLA cannot allocate (see test_memory.py)."""
     return str(max(100000, 2 * math.isqrt(memory.available_bytes() // 4)))
-
-
-def status_of(command: list[str]) -> int:
-    """The exit status of ``metajax COMMAND`` (2 for the usage errors argparse exits with)."""
-    try:
-        return main(command)
-    except SystemExit as exit:
-        return int(exit.code)
 
 
 @pytest.mark.parametrize(

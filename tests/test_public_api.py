@@ -22,6 +22,7 @@ PUBLIC = [
     *("register_family", "reptile", "resume", "sample_classification_tasks", "task_mesh"),
     *("train", "train_steps"),
     *("LinearHead", "ProtoMAML", "ProtoNet", "SettingWarning", "protomaml", "protonet"),
+    "FolderError",
 ]
 
 

@@ -164,7 +164,7 @@ def test_a_reptile_run_learns_to_adapt_and_is_evaluated_like_maml(tmp_path, run_
     assert config.algorithm == metajax.Reptile(inner_lr=0.02, inner_steps=5, test_steps=10)
     # With one inner step Reptile is plain multi-task training: the contrast to beat.
     joint = tmp_path / "joint"
-    with pytest.warns(metajax.SettingWarning, match="Reptile with inner_steps 1"):
+    with pytest.warns(metajax.SettingWarning, match="Reptile with `inner_steps` 1"):
         metajax.train(config.replace(inner_steps=1), joint, progress=False, plots=False)
     settings = metajax.EvalSettings(num_tasks=100, shots=(10,), adapt_steps=5)
     mse, joint_mse = (

@@ -40,9 +40,9 @@ def test_the_curvature_is_the_largest_eigenvalue_of_the_dense_hessian():
 def test_reptile_with_one_inner_step_is_warned_of():
     reptile = SINUSOID.with_algorithm("reptile")
     assert warned(reptile.replace(inner_steps=1)) == [
-        "Reptile with inner_steps 1 moves the meta-parameters along the support loss's "
+        "Reptile with `inner_steps` 1 moves the meta-parameters along the support loss's "
         "gradient: plain multi-task training, which does not learn to adapt (Nichol et al., "
-        "2018, section 5); take 5 or more inner steps, as the paper does"
+        "2018, section 5); set `inner_steps` to 5 or more, as the paper does"
     ]
     assert warned(reptile.replace(inner_steps=5)) == []
 
@@ -54,11 +54,12 @@ def test_imaml_above_its_inner_loops_stability_bound_is_warned_of():
     imaml = SINUSOID.with_algorithm("imaml").replace(prox_lambda=1.0, inner_steps=10)
     bound = 2 / (curvature + 1)
     assert warned(imaml.replace(inner_lr=0.4)) == [
-        "iMAML's inner loop cannot converge at inner_lr 0.4: the support loss plus the proximal "
+        "iMAML's inner loop cannot converge at `inner_lr` 0.4: the support loss plus the proximal "
         f"term curves by up to {curvature + 1:.3g} on the first training task, so gradient "
         f"descent is stable only below {bound:.3g}, and the implicit meta-gradient is that of a "
-        "minimum the inner loop never reaches; lower inner_lr, or damp the system as the "
-        "paper's code does (cg_damping 1, lambda_damping 10: the paper-*-imaml presets)"
+        "minimum the inner loop never reaches; lower `inner_lr`, or damp the system as the "
+        "paper's code does: `cg_damping` 1 and `lambda_damping` 10 (as omniglot's "
+        "paper-*-imaml presets do)"
     ]
     assert warned(imaml.replace(inner_lr=0.9 * bound)) == []
     # A damped system is an approximation by design; the paper's code takes 0.1 with it.
@@ -69,7 +70,7 @@ def test_meta_sgd_tested_with_more_steps_than_it_learned_is_warned_of():
     # The sinusoid presets test with 10 steps, which Meta-SGD keeps from them.
     meta_sgd = SINUSOID.with_algorithm("meta-sgd").replace(inner_steps=1)
     assert warned(meta_sgd) == [
-        "tested with 10 steps (test_steps), the step sizes were learned for 1 inner step; more "
+        "tested with 10 steps (`test_steps`), the step sizes were learned for 1 inner step; more "
         "steps repeat them and may diverge"
     ]
     assert warned(meta_sgd.replace(test_steps=1)) == []
@@ -84,7 +85,7 @@ def test_the_command_line_shows_the_warning_as_its_own_line(tmp_path, run_metaja
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(
-        "metajax: warning: Reptile with inner_steps 1 moves the meta-parameters"
+        "metajax: warning: Reptile with --inner-steps 1 moves the meta-parameters"
     ), result.stderr
     assert (tmp_path / "run" / "summary.json").exists()
 

@@ -14,6 +14,7 @@ and their evaluation (:func:`evaluate`).
 
 from importlib.metadata import version as _version
 
+from metajax._files import FolderError as FolderError
 from metajax._validation import OptionError as OptionError
 from metajax._validation import UnknownOptionError as UnknownOptionError
 from metajax.algorithms.anil import ANIL as ANIL
@@ -107,6 +108,7 @@ __all__ = [
     "Diverged",
     "EvalSettings",
     "EvaluationError",
+    "FolderError",
     "ImageClassification",
     "ImageSet",
     "Interrupted",

@@ -1,8 +1,9 @@
-"""Files written so that an interrupted write never leaves half a file: written whole under a
-temporary name, flushed to disk, then renamed over the old one. It imports no other part of
-metajax."""
+"""Writing files: whole or not at all (written under a temporary name, flushed to disk, then
+renamed over the old one), and into folders checked before any work. It imports no other part
+of metajax."""
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -21,3 +22,37 @@ def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     write_synced(temporary, write)
     os.replace(temporary, path)
+
+
+class FolderError(OSError):
+    """A folder that output cannot be written to; ``reason`` says why, after its path."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"'{self.path}' {reason}")
+
+
+def check_writable_folder(path: str | os.PathLike) -> None:
+    """Checks, before any work, that a folder can be written at ``path``: an existing folder
+    that takes new files, or a missing one whose nearest existing ancestor is a folder that
+    takes new folders. Creates nothing (a probe file, if any, is removed at once).
+
+    Raises:
+      FolderError: if ``path`` is empty, is a file, lies under a file, or cannot be written.
+    """
+    if not os.fspath(path).strip():
+        raise FolderError(path, "is an empty name; name a folder")
+    path = Path(path)
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent  # Path("x").parent is Path("."), which exists
+    if ancestor == path and not path.is_dir():
+        raise FolderError(path, "is a file, not a folder; choose a folder")
+    if not ancestor.is_dir():
+        raise FolderError(path, f"cannot be created: '{ancestor}' is a file, not a folder")
+    try:  # os.access would say yes to root on a read-only file system, or in /proc
+        tempfile.TemporaryFile(dir=ancestor).close()
+    except OSError as error:
+        where = "" if ancestor == path else f" in '{ancestor}'"
+        verb = "cannot be written" if ancestor == path else "cannot be created"
+        raise FolderError(path, f"{verb}{where}: {error.strerror or error}") from None

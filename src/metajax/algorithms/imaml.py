@@ -279,12 +279,12 @@ class IMAML(Algorithm):
         if self.inner_lr > bound:
             descended = "support loss plus the proximal term" if strength else "support loss"
             warned.append(
-                f"iMAML's inner loop cannot converge at inner_lr {self.inner_lr:g}: the "
+                f"iMAML's inner loop cannot converge at `inner_lr` {self.inner_lr:g}: the "
                 f"{descended} curves by up to {curvature + strength:.3g} on the first training "
                 f"task, so gradient descent is stable only below {bound:.3g}, and the implicit "
                 "meta-gradient is that of a minimum the inner loop never reaches; lower "
-                "inner_lr, or damp the system as the paper's code does (cg_damping 1, "
-                "lambda_damping 10: the paper-*-imaml presets)"
+                "`inner_lr`, or damp the system as the paper's code does: `cg_damping` 1 and "
+                "`lambda_damping` 10 (as omniglot's paper-*-imaml presets do)"
             )
         return warned
 

@@ -214,9 +214,9 @@ class Reptile(Algorithm):
         warned = super().setting_warnings(support_curvature)
         if self.inner_steps == 1:
             warned.append(
-                "Reptile with inner_steps 1 moves the meta-parameters along the support loss's "
+                "Reptile with `inner_steps` 1 moves the meta-parameters along the support loss's "
                 "gradient: plain multi-task training, which does not learn to adapt (Nichol et "
-                "al., 2018, section 5); take 5 or more inner steps, as the paper does"
+                "al., 2018, section 5); set `inner_steps` to 5 or more, as the paper does"
             )
         return warned
 

@@ -4,10 +4,11 @@ and ``data``."""
 import argparse
 import os
 import shlex
-import sys
 from pathlib import Path
 
+from metajax._files import FolderError, check_writable_folder
 from metajax._validation import OptionError
+from metajax.cli import console
 from metajax.cli.flags import flag_name, given_settings
 from metajax.config import registry
 from metajax.data import download
@@ -33,9 +34,16 @@ def eval_command(args: argparse.Namespace) -> int:
         settings = EvalSettings(**given_settings(args, EvalSettings))
     except OptionError as error:
         args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
-    report = evaluate(
-        args.run_dir, settings, baseline=args.baseline, out=args.out, plots=not args.no_plots
-    )
+    try:
+        report = evaluate(
+            args.run_dir, settings, baseline=args.baseline, out=args.out, plots=not args.no_plots
+        )
+    except FolderError as error:
+        if args.out is not None:
+            args.parser.error(f"argument --out: {error}")
+        raise FolderError(
+            error.path, f"{error.reason}; write the evaluation elsewhere with --out DIR"
+        ) from None
     family = registry.family(report["family"])
     for run in (report, report.get("baseline")):
         if run is not None:
@@ -49,19 +57,21 @@ def eval_command(args: argparse.Namespace) -> int:
 def adapt_command(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         args.parser.error(f"argument --out: must end in .csv or .json, got {args.out!r}")
+    if args.out is not None:  # checked before any work, as its folder
+        if os.path.isdir(args.out):
+            args.parser.error(f"argument --out: '{args.out}' is a folder; name a file in it")
+        try:
+            check_writable_folder(os.path.dirname(args.out) or ".")
+        except FolderError as error:
+            args.parser.error(f"argument --out: cannot write '{args.out}': {error}")
     try:
         found = predict.adapt_and_predict(
             args.run_dir, args.support, args.query, adapt_steps=args.adapt_steps
         )
     except OptionError as error:
         args.parser.error(f"argument {flag_name(error.name)}: {error.problem}")
+    console.note_escaped(args, *(name for p in found for name in (p.image, p.label)))
     shown = [predict.escaped_prediction(p) for p in found]
-    if shown != found:
-        print(
-            "metajax: note: names that are not valid UTF-8 are shown and written with those "
-            "bytes escaped (\\xNN)",
-            file=sys.stderr,
-        )
     width = max(len(p.image) for p in shown)
     for p in shown:
         print(f"{p.image:<{width}}  {p.label}  {p.probability:.3f}")
@@ -72,7 +82,12 @@ def adapt_command(args: argparse.Namespace) -> int:
 
 
 def data_command(args: argparse.Namespace) -> int:
-    folders = download.fetch(args.dir, progress=not args.no_progress)
+    if os.path.isfile(args.dir):
+        args.parser.error(f"argument DIR: '{args.dir}' is a file; choose a folder for the data")
+    try:
+        folders = download.fetch(args.dir, progress=not args.no_progress)
+    except FolderError as error:
+        args.parser.error(f"argument DIR: {error}")
     print(f"metajax: {', '.join(str(f) for f in folders)} ready")
     print(f"metajax: train with: metajax train omniglot --data {shlex.quote(args.dir)}")
     return 0

@@ -2,6 +2,7 @@
 subcommand, and turns the library's errors into messages and exit statuses."""
 
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -9,6 +10,7 @@ import warnings
 from typing import TextIO
 
 from metajax._validation import OptionError
+from metajax.cli import console
 from metajax.cli.commands import adapt_command, data_command, eval_command, plot_command
 from metajax.cli.flags import flag_name, renamed_hint
 from metajax.cli.parser import build_parser
@@ -34,10 +36,11 @@ def _show_warning(
     file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
-    """Shows a :class:`SettingWarning` as one line of the command's own, others as Python
-    does."""
+    """Shows a :class:`SettingWarning` as one line of the command's own, with the flag of
+    each setting it names in backticks; others as Python does."""
     if issubclass(category, SettingWarning):
-        print(f"metajax: warning: {message}", file=sys.stderr)
+        text = re.sub(r"`(\w+)`", lambda name: flag_name(name.group(1)), str(message))
+        print(f"metajax: warning: {text}", file=sys.stderr)
     else:
         _python_show_warning(message, category, filename, lineno, file, line)
 
@@ -48,6 +51,7 @@ _python_show_warning = warnings.showwarning
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     warnings.showwarning = _show_warning
+    console.escape_output()
     try:
         parser = build_parser()
     except registry.PluginError as error:
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         hint = renamed_hint(args, extras)
         args.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    console.note_escaped(args, *(sys.argv[1:] if argv is None else argv))
     try:
         commands = {"train": train_command, "plot": plot_command, "eval": eval_command}
         commands.update(adapt=adapt_command, data=data_command)

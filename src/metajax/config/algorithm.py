@@ -85,7 +85,8 @@ class Algorithm(Options, abc.ABC):
 
     def setting_warnings(self, support_curvature: Callable[[], float]) -> list[str]:
         """Settings of this algorithm known to make a run diverge or not learn, each a sentence
-        that names the setting; a run warns of them (:class:`SettingWarning`) when it starts.
+        that names the setting in backticks (the command line shows its flag there); a run
+        warns of them (:class:`SettingWarning`) when it starts.
 
         ``support_curvature()`` measures, when called, the largest eigenvalue (in magnitude)
         of the support loss's Hessian at the initial parameters on the run's first training
@@ -93,7 +94,7 @@ class Algorithm(Options, abc.ABC):
         algorithm learned something for (its :meth:`adaptation_note`)."""
         steps = self.test_adapt_steps()
         note = self.adaptation_note(steps)
-        return [f"tested with {steps} steps (test_steps), {note}"] if note else []
+        return [f"tested with {steps} steps (`test_steps`), {note}"] if note else []
 
     def adaptation_text(self) -> str:
         """A few words on how a model adapts at test time, e.g. ``"inner lr 0.1"``."""

@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 from tqdm import tqdm
 
+from metajax._files import check_writable_folder
+
 MARKER = ".complete"
 """The file that marks a folder metajax unpacked completely; it holds the archive's MD5."""
 
@@ -109,10 +111,12 @@ def fetch(
         truncated download, a wrong MD5; the message then says which files to download by hand
         and where to put them), if a file or folder already in ``dest`` is not what its name
         says, or if an archive is not a zip file or has members outside its folder.
+      FolderError: if ``dest`` is empty, lies under a file, or cannot be written.
     """
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
+    if os.path.isfile(dest):
         raise DownloadError(f"'{dest}' is a file; choose a directory to put the data in")
+    check_writable_folder(dest)
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     _remove_partial(dest, archives)
     for archive in archives:

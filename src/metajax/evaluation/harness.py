@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from metajax import options
+from metajax._files import check_writable_folder
 from metajax.config.streams import VALIDATION_STREAM
 from metajax.core import memory
 from metajax.evaluation import reports
@@ -165,6 +166,7 @@ def evaluate(
       RunDirError: if a directory is not a finished run.
       EvaluationError: if the baseline comes from other tasks, or tuning fails.
       OutOfMemoryError: if the evaluation needs more memory than the device has.
+      FolderError: if the files cannot be written to ``out`` (checked before any work).
     """
     run = load(path)
     baseline_run = None
@@ -178,6 +180,8 @@ def evaluate(
                 f"{ours.task_distribution()}); both must come from one task family to be "
                 "evaluated on the same tasks"
             )
+    if write:
+        check_writable_folder(path if out is None else out)
     steps_from = "run" if settings.adapt_steps is None else "option"
     # The run's test-time steps, for the baseline too: both are scored after the same steps.
     settings = options.replace(settings, adapt_steps=settings.steps_for(run.config.algorithm))

@@ -145,6 +145,7 @@ def write_predictions(path: str | os.PathLike, predictions: list[Prediction]) ->
     """
     path = Path(path)
     predictions = [escaped_prediction(p) for p in predictions]
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
         path.write_text(json.dumps([p._asdict() for p in predictions], indent=2) + "\n")
     elif path.suffix.lower() == ".csv":

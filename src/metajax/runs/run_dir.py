@@ -10,7 +10,7 @@ from typing import Any
 
 import equinox as eqx
 
-from metajax._files import replace_atomically
+from metajax._files import check_writable_folder, replace_atomically
 from metajax.config.run_config import RunConfig
 
 CONFIG = "config.json"
@@ -95,10 +95,10 @@ def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> SetAside | N
     Raises:
       RunDirError: if ``path`` is a file, holds an earlier run's files and ``overwrite`` is
         false, or holds files that an earlier ``overwrite`` set aside and never put back.
+      FolderError: if ``path`` lies under a file or cannot be written.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"run directory '{path}' is a file; choose a directory")
+    check_writable(path)
     if (path / SET_ASIDE).exists():
         raise RunDirError(
             f"'{path / SET_ASIDE}' holds the files of a run that an --overwrite set aside, and "
@@ -119,6 +119,18 @@ def prepare(path: str | os.PathLike, *, overwrite: bool = False) -> SetAside | N
         )
     path.mkdir(parents=True, exist_ok=True)
     return SetAside(path, existing) if existing else None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Checks, before any work, that a run directory can be created or written at ``path``.
+
+    Raises:
+      RunDirError: if ``path`` is a file.
+      FolderError: if it is empty, lies under a file, or cannot be written.
+    """
+    if os.path.isfile(path):
+        raise RunDirError(f"run directory '{path}' is a file; choose a directory")
+    check_writable_folder(path)
 
 
 def remove_run_files(path: Path) -> None:

@@ -67,7 +67,8 @@ def train(
 
     Raises:
       ValueError: if the config's family or algorithm is not registered.
-      RunDirError: if ``out`` holds an earlier run and ``overwrite`` is false.
+      RunDirError: if ``out`` is a file, or holds an earlier run and ``overwrite`` is false.
+      FolderError: if ``out`` lies under a file or cannot be written.
       MissingDependencyError: ``tensorboard`` without tensorboardX installed.
       OutOfMemoryError: the run needs more memory than the device has; it names the sizes.
       metajax.Interrupted: SIGINT or SIGTERM stopped the run after a checkpoint; :func:`resume`
@@ -83,6 +84,8 @@ def train(
         # Every check before anything is written; an error on any process stops them all.
         with multi_process.together("setting the run up"):
             mesh = _task_mesh(config, devices)
+            if multi_process.is_writer():
+                run_dir.check_writable(out)  # before the data is read, which may take minutes
             if tensorboard:
                 metrics.tensorboard_writer()
             data = config.task.prepare()

@@ -218,8 +218,8 @@ SMALL_TRAINING: dict[int, dict[str, dict[str, Any]]] = {
     # What the small presets change of the paper's training: fewer meta-steps (and, where one
     # meta-step is slow on a CPU, fewer tasks a step), to train in under 45 minutes on 2 CPU
     # cores at the speeds measured there (meta-steps/s, 5-way: fomaml 20, reptile 15,
-    # meta-sgd 8.9, anil 23, maml++ 1.5, imaml 0.6 at 32 tasks, protonet 2 (20-class episodes, max-pooling), protomaml 12.9
-    # at 8 tasks).
+    # meta-sgd 8.9, anil 23, maml++ 1.5, imaml 0.6 at 32 tasks, protomaml 12.9 at 8 tasks;
+    # protonet 2 with 20-class episodes and max-pooling).
     5: {
         "fomaml": {"meta_batch_size": 16, "meta_steps": 15000},
         "reptile": {"meta_steps": 30000},
