@@ -1,6 +1,7 @@
-"""``metajax eval`` on bad input: every option and path is checked before any work, each
-refusal names the option or file, prints no traceback and leaves the run's files as they
-were; names that are not valid UTF-8 are printed escaped."""
+"""``metajax eval`` (and ``plot``, which reads a run the same way) on bad input: every option
+and path is checked before any work, each refusal names the option or file, prints no
+traceback and leaves the run's files as they were; names that are not valid UTF-8 are printed
+escaped."""
 
 import subprocess
 import sys
@@ -105,6 +106,19 @@ def test_a_run_folder_that_cannot_be_written_suggests_out(run, capsys, monkeypat
         f"metajax: error: '{run}' cannot be written: Permission denied; write the evaluation "
         "elsewhere with --out DIR"
     )
+
+
+def test_plot_into_a_run_folder_that_cannot_be_written_is_refused_before_drawing(
+    run, capsys, monkeypatch
+):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied)
+    before = snapshot(run)
+    status, error = refused(["plot", str(run)], capsys)
+    assert (status, error) == (1, f"metajax: error: '{run}' cannot be written: Permission denied")
+    assert snapshot(run) == before  # no figure drawn
 
 
 @pytest.mark.parametrize("option", [[], ["--baseline"]], ids=["run", "baseline"])

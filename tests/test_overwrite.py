@@ -2,6 +2,7 @@
 before that leaves the earlier run's files as they were, byte for byte."""
 
 import math
+import shutil
 
 import pytest
 from bad_input import snapshot, status_of
@@ -116,3 +117,22 @@ def test_a_folder_set_aside_by_a_killed_overwrite_is_named_and_kept(earlier_run,
     )
     assert (out / run_dir.SET_ASIDE / "params.eqx").read_bytes() == b"the earlier run"
     assert [path.name for path in out.iterdir()] == [run_dir.SET_ASIDE]
+
+
+def test_resuming_into_a_folder_that_cannot_be_written_is_refused_before_any_step(
+    earlier_run, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "unfinished"
+    shutil.copytree(earlier_run, out)
+    (out / run_dir.SUMMARY).unlink()  # stopped before its end, from its newest checkpoint's view
+    before = snapshot(out)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied)
+    assert main(["train", "--resume", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"metajax: error: '{out}' cannot be written: Permission denied\n"
+    )
+    assert snapshot(out) == before

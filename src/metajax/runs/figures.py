@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from metajax import options
+from metajax._files import check_writable_folder
 from metajax.config.streams import TEST_STREAM, stream_key
 from metajax.core import memory
 from metajax.options import Options
@@ -33,12 +34,14 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
     Raises:
       OptionError: if ``adapt_steps`` is not an integer in [1, 50].
       RunDirError: if the directory is not a finished run.
+      FolderError: if the figures cannot be written into it.
     """
     settings = PlotSettings(adapt_steps=adapt_steps)
     from metajax import plots  # matplotlib is imported only by the code that draws
 
     path = Path(path)
     run = load(path)
+    check_writable_folder(path)
     config = run.config
     adaptation_path = path / run_dir.ADAPTATION_PLOT
     with memory.converted("drawing the adaptation figure"):

@@ -148,6 +148,7 @@ def resume(
       RunDirError: if ``out`` is not a run directory or its config cannot be read.
       CheckpointError: if the newest checkpoint is damaged or was written for another config,
         or the processes of a multi-process run found different ones.
+      FolderError: if ``out`` cannot be written.
       metajax.Interrupted, metajax.Diverged, OutOfMemoryError, ProcessFailed: as for
         :func:`train`.
     """
@@ -159,6 +160,8 @@ def resume(
         return run_dir.read_json(out / run_dir.SUMMARY)
     with multi_process.together("setting the run up"):
         mesh = _task_mesh(config, devices)
+        if multi_process.is_writer():
+            run_dir.check_writable(out)  # its next checkpoint would fail after the work
         if tensorboard is None:
             tensorboard = (out / run_dir.TENSORBOARD).is_dir()
         if tensorboard:
