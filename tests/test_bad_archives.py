@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from bad_input import refused
 from PIL import Image
 
 from metajax.data.image_set import DataError
@@ -63,26 +64,38 @@ def garble_the_stream(data, local, central):
     data[start : start + 8] = b"\xff" * 8  # a deflate block type that does not exist
 
 
-@pytest.mark.parametrize(
-    "method, change, message",
-    [
-        (zipfile.ZIP_STORED, set_flag, "is encrypted; give an archive without a password"),
-        (
-            zipfile.ZIP_STORED,
-            deflate64,
-            "is compressed with method 9 (deflate64, say), which Python cannot decompress; "
-            "re-create the archive with stored, deflate, bzip2, lzma compression",
-        ),
-        (zipfile.ZIP_STORED, flip_a_data_byte, "is damaged (Bad CRC-32 for file"),
-        (zipfile.ZIP_DEFLATED, garble_the_stream, "is damaged (error: Error -3 while decompress"),
-    ],
-)
+BAD_MEMBERS = [
+    (zipfile.ZIP_STORED, set_flag, "is encrypted; give an archive without a password"),
+    (
+        zipfile.ZIP_STORED,
+        deflate64,
+        "is compressed with method 9 (deflate64, say), which Python cannot decompress; "
+        "re-create the archive with stored, deflate, bzip2, lzma compression",
+    ),
+    (zipfile.ZIP_STORED, flip_a_data_byte, "is damaged (Bad CRC-32 for file"),
+    (zipfile.ZIP_DEFLATED, garble_the_stream, "is damaged (error: Error -3 while decompress"),
+]
+
+
+@pytest.mark.parametrize("method, change, message", BAD_MEMBERS)
 def test_a_bad_member_is_named_with_its_archive(tmp_path, method, change, message):
     archive = patched(one_member_zip(tmp_path / "set.zip", png(), method), change)
     scan(archive)  # the central directory is intact: the member is listed
     with pytest.raises(DataError) as error:
         load_image_set(archive, image_size=28, cache=False)
     assert str(error.value).startswith(f"the member '{MEMBER}' of '{archive}' {message}")
+
+
+@pytest.mark.parametrize("method, change, message", BAD_MEMBERS)
+def test_the_command_line_names_a_bad_member_and_writes_nothing(
+    tmp_path, method, change, message, capsys
+):
+    archive = patched(one_member_zip(tmp_path / "set.zip", png(), method), change)
+    out = tmp_path / "run"
+    status, error = refused(["train", "images", "--data", str(archive), "--out", str(out)], capsys)
+    assert status == 1
+    assert error.startswith(f"metajax: error: the member '{MEMBER}' of '{archive}' {message}")
+    assert not out.exists()
 
 
 def test_a_truncated_archive_is_named(tmp_path):

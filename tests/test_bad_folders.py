@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from bad_input import refused
 from images import write_image_folders
 
 from metajax.data import reading
@@ -49,6 +50,21 @@ def test_a_fifo_named_like_an_image_is_refused_without_opening_it(image_set, loa
     assert str(error) == (
         f"'{fifo}' is a FIFO (named pipe), not an image file; remove it from the class folder"
     )
+
+
+def test_the_command_line_names_a_fifo_and_writes_nothing(image_set, tmp_path, capsys):
+    fifo = image_set / "a" / "x.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "run"
+    command = ["train", "images", "--data", str(image_set), "--out", str(out)]
+    outcome: list = []
+    assert loaded_or_error(lambda: outcome.append(refused(command, capsys))) is None
+    assert outcome[0] == (
+        1,
+        f"metajax: error: '{fifo}' is a FIFO (named pipe), not an image file; remove it from "
+        "the class folder",
+    )
+    assert not out.exists()
 
 
 def test_an_image_file_larger_than_any_image_is_refused_unread(image_set, monkeypatch):
