@@ -23,6 +23,7 @@ PUBLIC = [
     *("train", "train_steps"),
     *("LinearHead", "ProtoMAML", "ProtoNet", "SettingWarning", "protomaml", "protonet"),
     "FolderError",
+    "enable_compilation_cache",
 ]
 
 

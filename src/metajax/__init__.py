@@ -79,6 +79,7 @@ from metajax.runs.figures import plot as plot
 from metajax.runs.loaded_run import LoadedRun as LoadedRun
 from metajax.runs.loaded_run import load as load
 from metajax.runs.metrics import MetricsSink as MetricsSink
+from metajax.runs.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from metajax.runs.run_dir import RunDirError as RunDirError
 from metajax.runs.run_dir import load_config as load_config
 from metajax.runs.stop_signals import Interrupted as Interrupted
@@ -148,6 +149,7 @@ __all__ = [
     "conv2d",
     "conv4",
     "cross_entropy",
+    "enable_compilation_cache",
     "evaluate",
     "imaml",
     "init_train_state",

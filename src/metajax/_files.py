@@ -1,12 +1,21 @@
 """Writing files: whole or not at all (written under a temporary name, flushed to disk, then
-renamed over the old one), and into folders checked before any work. It imports no other part
-of metajax."""
+renamed over the old one), and into folders checked before any work; and where metajax keeps
+its caches. It imports no other part of metajax."""
 
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def cache_dir() -> Path:
+    """Where metajax keeps what it can make again (decoded images, compiled programs):
+    ``$METAJAX_CACHE``, else ``$XDG_CACHE_HOME/metajax``, else ``~/.cache/metajax``."""
+    if "METAJAX_CACHE" in os.environ:
+        return Path(os.environ["METAJAX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "metajax"
 
 
 def write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:

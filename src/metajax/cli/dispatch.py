@@ -22,7 +22,7 @@ from metajax.core.memory import OutOfMemoryError
 from metajax.data import download
 from metajax.data.image_set import DataError
 from metajax.evaluation.settings import EvaluationError
-from metajax.runs import run_dir
+from metajax.runs import compilation_cache, run_dir
 from metajax.runs.metrics import MissingDependencyError
 from metajax.runs.stop_signals import Interrupted
 from metajax.runs.training_run import Diverged
@@ -41,6 +41,13 @@ def _show_warning(
     if issubclass(category, SettingWarning):
         text = re.sub(r"`(\w+)`", lambda name: flag_name(name.group(1)), str(message))
         print(f"metajax: warning: {text}", file=sys.stderr)
+    elif (folder := compilation_cache.remove_unreadable(str(message))) is not None:
+        print(
+            f"metajax: warning: an entry of the compilation cache in '{folder}' could not be "
+            f"read ({str(message).split(': ', 1)[-1]}); its program was compiled again and the "
+            "entry removed, for the next run to write anew",
+            file=sys.stderr,
+        )
     else:
         _python_show_warning(message, category, filename, lineno, file, line)
 
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = renamed_hint(args, extras)
         args.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     console.note_escaped(args, *(sys.argv[1:] if argv is None else argv))
+    compilation_cache.enable_compilation_cache()  # before the command's first compilation
     try:
         commands = {"train": train_command, "plot": plot_command, "eval": eval_command}
         commands.update(adapt=adapt_command, data=data_command)

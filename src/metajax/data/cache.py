@@ -8,26 +8,17 @@ afresh; a damaged or unwritable cache only costs a decoding.
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metajax._files import replace_atomically
+from metajax._files import cache_dir, replace_atomically
 from metajax.data.image_set import ImageSet
 from metajax.data.source import ImageSource
 
 _CACHE_FORMAT = 2  # bump when the decoding changes, so that old caches are not used
-
-
-def cache_dir() -> Path:
-    """Where decoded image sets are cached."""
-    if "METAJAX_CACHE" in os.environ:
-        return Path(os.environ["METAJAX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "metajax"
 
 
 def cache_file(source: ImageSource, settings: dict[str, Any]) -> Path:
