@@ -61,6 +61,14 @@ def test_a_later_run_loads_the_programs_and_survives_damaged_entries(tmp_path, c
 
     _, params = train("off", METAJAX_COMPILATION_CACHE="off")
     assert not folder.exists()
+    (tmp_path / "afile").write_text("not a folder")
+    stderr, unusable = train("unusable", METAJAX_COMPILATION_CACHE=str(tmp_path / "afile"))
+    assert unusable == params
+    assert stderr == (
+        f"metajax: warning: the compilation cache cannot be kept: '{tmp_path}/afile' is a file, "
+        "not a folder; choose a folder; compiling without it (METAJAX_COMPILATION_CACHE=DIR "
+        "chooses another folder, =off none)\n"
+    )
     stderr, cold = train("cold")
     entries = {entry.name: entry.stat().st_size for entry in folder.glob("*-cache")}
     assert stderr == "" and cold == params and len(entries) > 3

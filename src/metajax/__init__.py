@@ -75,11 +75,11 @@ from metajax.models import conv4 as conv4
 from metajax.models import cross_entropy as cross_entropy
 from metajax.models import mlp as mlp
 from metajax.models import mse_loss as mse_loss
+from metajax.runs.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from metajax.runs.figures import plot as plot
 from metajax.runs.loaded_run import LoadedRun as LoadedRun
 from metajax.runs.loaded_run import load as load
 from metajax.runs.metrics import MetricsSink as MetricsSink
-from metajax.runs.compilation_cache import enable_compilation_cache as enable_compilation_cache
 from metajax.runs.run_dir import RunDirError as RunDirError
 from metajax.runs.run_dir import load_config as load_config
 from metajax.runs.stop_signals import Interrupted as Interrupted

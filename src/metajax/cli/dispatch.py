@@ -9,6 +9,7 @@ import traceback
 import warnings
 from typing import TextIO
 
+from metajax._files import FolderError
 from metajax._validation import OptionError
 from metajax.cli import console
 from metajax.cli.commands import adapt_command, data_command, eval_command, plot_command
@@ -69,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         hint = renamed_hint(args, extras)
         args.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     console.note_escaped(args, *(sys.argv[1:] if argv is None else argv))
-    compilation_cache.enable_compilation_cache()  # before the command's first compilation
+    try:
+        compilation_cache.enable_compilation_cache()  # before the command's first compilation
+    except FolderError as error:
+        print(
+            f"metajax: warning: the compilation cache cannot be kept: {error}; compiling "
+            "without it (METAJAX_COMPILATION_CACHE=DIR chooses another folder, =off none)",
+            file=sys.stderr,
+        )
     try:
         commands = {"train": train_command, "plot": plot_command, "eval": eval_command}
         commands.update(adapt=adapt_command, data=data_command)

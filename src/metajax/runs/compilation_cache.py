@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jax
 
-from metajax._files import cache_dir
+from metajax._files import cache_dir, check_writable_folder
 
 MAX_BYTES = 2 * 2**30
 """The most the compilation cache holds on disk, 2 GiB."""
@@ -50,6 +50,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
 
     Returns:
       The folder in use: JAX's own, if one was set already; ``None`` if the cache is off.
+
+    Raises:
+      FolderError: if the folder cannot be created or written (the cache is then left off).
     """
     configured = _configured_dir()
     if configured:
@@ -57,6 +60,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     folder = Path(path) if path is not None else default_dir()
     if folder is None:
         return None
+    check_writable_folder(folder)  # JAX would warn of every entry instead, and compile them
     jax.config.update("jax_compilation_cache_dir", str(folder))
     # Every program, however quick to compile: a run's dozen small ones add up to seconds.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
