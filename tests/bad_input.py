@@ -1,6 +1,7 @@
 """Helpers of the bad-input tests: a command's exit status and what it printed, and the files
 it must leave as they were."""
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,16 @@ def refused(command: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
     out, err = capsys.readouterr()
     assert "Traceback" not in err and out == "", (out, err)
     return status, err.splitlines()[-1]
+
+
+def deny_new_files(monkeypatch: pytest.MonkeyPatch, folder: Path | None = None) -> None:
+    """Makes ``folder`` (every folder, by default) refuse new files, as to a user without write
+    permission: metajax probes a folder with a temporary file (root writes anywhere)."""
+    make = tempfile.TemporaryFile
+
+    def denied(*args, dir=None, **kwargs):
+        if folder is None or str(dir) == str(folder):
+            raise PermissionError(13, "Permission denied")
+        return make(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied)

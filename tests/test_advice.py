@@ -3,10 +3,9 @@ appear, and the command is run again as it suggests; the CLI accepts it there an
 or warning is gone."""
 
 import shlex
-import tempfile
 
 import pytest
-from bad_input import status_of
+from bad_input import deny_new_files, status_of
 from images import write_image_folders
 
 from metajax.cli import main
@@ -165,17 +164,13 @@ def test_a_renamed_flag_is_named_by_its_new_name(tmp_path, capsys):
 
 
 def test_a_run_folder_that_cannot_be_written_suggests_out(finished_run, capsys, monkeypatch):
-    make = tempfile.TemporaryFile
-
-    def denied_in_the_run(*args, dir=None, **kwargs):
-        if dir is not None and str(dir) == str(finished_run):
-            raise PermissionError(13, "Permission denied")
-        return make(*args, dir=dir, **kwargs)
-
-    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied_in_the_run)
+    deny_new_files(monkeypatch, finished_run)
     command = ["eval", str(finished_run), "--num-tasks", "4", "--no-plots"]
     status, err = stderr_of(command, capsys)
-    assert status == 1 and err.endswith("; write the evaluation elsewhere with --out DIR\n")
+    assert status == 1 and err == (
+        f"metajax: error: '{finished_run}' cannot be written: Permission denied; write the "
+        "evaluation elsewhere with --out DIR\n"
+    )
     out = finished_run.parent / "evaluation"
     assert main([*command, "--out", str(out)]) == 0
     assert (out / "eval.json").is_file()

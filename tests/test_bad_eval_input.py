@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from bad_input import refused, snapshot
+from bad_input import deny_new_files, refused, snapshot
 
 from metajax.cli import console, main
 
@@ -95,26 +95,10 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(run, ou
     assert snapshot(root) == before
 
 
-def test_a_run_folder_that_cannot_be_written_suggests_out(run, capsys, monkeypatch):
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied)
-    status, error = refused(["eval", str(run), *SMALL], capsys)
-    assert status == 1
-    assert error == (
-        f"metajax: error: '{run}' cannot be written: Permission denied; write the evaluation "
-        "elsewhere with --out DIR"
-    )
-
-
 def test_plot_into_a_run_folder_that_cannot_be_written_is_refused_before_drawing(
     run, capsys, monkeypatch
 ):
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied)
+    deny_new_files(monkeypatch)
     before = snapshot(run)
     status, error = refused(["plot", str(run)], capsys)
     assert (status, error) == (1, f"metajax: error: '{run}' cannot be written: Permission denied")

@@ -5,7 +5,7 @@ import math
 import shutil
 
 import pytest
-from bad_input import snapshot, status_of
+from bad_input import deny_new_files, snapshot, status_of
 
 import metajax
 from metajax.cli import main
@@ -127,10 +127,7 @@ def test_resuming_into_a_folder_that_cannot_be_written_is_refused_before_any_ste
     (out / run_dir.SUMMARY).unlink()  # stopped before its end, from its newest checkpoint's view
     before = snapshot(out)
 
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr("metajax._files.tempfile.TemporaryFile", denied)
+    deny_new_files(monkeypatch)
     assert main(["train", "--resume", str(out)]) == 1
     assert capsys.readouterr().err == (
         f"metajax: error: '{out}' cannot be written: Permission denied\n"

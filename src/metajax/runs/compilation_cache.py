@@ -15,6 +15,7 @@ so that the next run writes it anew.
 """
 
 import contextlib
+import glob
 import os
 import re
 from pathlib import Path
@@ -76,7 +77,7 @@ def remove_unreadable(warning: str) -> Path | None:
     folder = _configured_dir()
     if found is None or not folder:
         return None
-    for entry in Path(folder).glob(f"{glob_escape(found.group(1))}-*"):
+    for entry in Path(folder).glob(f"{glob.escape(found.group(1))}-*"):
         # Another process may have removed it, or the folder be read-only: compiled again.
         with contextlib.suppress(OSError):
             entry.unlink()
@@ -86,7 +87,3 @@ def remove_unreadable(warning: str) -> Path | None:
 def _configured_dir() -> str | None:
     """The cache folder JAX uses now, if any (a config option JAX defines at run time)."""
     return jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
