@@ -55,6 +55,62 @@ def test_the_papers_inner_adam_with_beta1_zero_is_adam_written_out():
         np.testing.assert_allclose(direction, np.mean(expected, 0), rtol=1e-12)
 
 
+def written_out_adam(phi, target, v, t, lr, steps, b2=0.999, eps=1e-8):
+    """``steps`` steps of Adam with beta1 0 on ``quadratic`` from the second moment ``v`` and the
+    step count ``t``: the parameters, ``v``, the last gradient (beta1 0's first moment), ``t``."""
+    phi = phi.copy()
+    for _ in range(steps):
+        t += 1
+        g = phi - target
+        v = b2 * v + (1 - b2) * g**2
+        phi = phi - lr * g / (np.sqrt(v / (1 - b2**t)) + eps)
+    return phi, v, g, t
+
+
+def test_a_carried_inner_adam_goes_on_from_batch_to_batch_written_out():
+    # supervised_reptile/reptile.py:24-26 keeps Adam's moments from task to task; metajax
+    # carries on from a batch the mean of its tasks' final moments, and their step count.
+    lr, steps, epsilon = 0.3, 3, 0.5
+    with jax.enable_x64(True):
+        theta = np.array([0.5, -1.0, 2.0])
+        targets = np.array([[1.0, 0.0, 3.0], [-2.0, 4.0, 0.5]])
+        tasks = Task(support=jnp.asarray(targets), query=jnp.asarray(targets))
+        v, t = np.zeros(3), 0
+        for _ in range(2):
+            ends = [written_out_adam(theta, target, v, t, lr, steps) for target in targets]
+            theta = theta + epsilon * np.mean([phi - theta for phi, *_ in ends], 0)
+            v, g, t = (
+                np.mean([end[1] for end in ends], 0),
+                np.mean([end[2] for end in ends], 0),
+                ends[0][3],
+            )
+        config = metajax.Reptile(
+            inner_lr=lr, inner_steps=steps, inner_optimizer="adam", carry_inner_state=True
+        )
+        learner = config.make(quadratic)
+        state = metajax.init_train_state(
+            learner, optax.sgd(epsilon), jnp.array([0.5, -1.0, 2.0]), jax.random.key(0)
+        )
+        state, _ = metajax.train_steps(learner, optax.sgd(epsilon), lambda key: tasks, state, 2)
+        adam, _ = state.meta_params["inner_state"]
+        np.testing.assert_allclose(state.meta_params["params"], theta, rtol=1e-12)
+        np.testing.assert_allclose(adam.nu, v, rtol=1e-12)
+        np.testing.assert_allclose(adam.mu, g, rtol=1e-12)
+        assert adam.count == 2 * steps and adam.count.dtype == jnp.int32
+        # Test-time adaptation starts from the carried state; learner.model_params is theta.
+        support = jnp.array([0.3, 0.3, -0.7])
+        expected = written_out_adam(theta, np.asarray(support), v, t, lr, 7)[0]
+        np.testing.assert_allclose(
+            learner.adapt(state.meta_params, support, 7), expected, rtol=1e-12
+        )
+        trajectory = learner.adapt_trajectory(state.meta_params, support, 7)
+        np.testing.assert_array_equal(trajectory[-1], learner.adapt(state.meta_params, support, 7))
+        np.testing.assert_array_equal(trajectory[0], learner.model_params(state.meta_params))
+        # An outer Adam sees the parameters alone: it keeps no moments of the inner state.
+        outer = metajax.init_train_state(learner, optax.adam(1e-3), jnp.zeros(3), jax.random.key(0))
+        assert sum(leaf.size for leaf in jax.tree.leaves(outer.opt_state)) == 1 + 2 * 3
+
+
 def test_inner_mini_batches_step_on_the_support_examples_in_turn_written_out():
     # supervised_reptile/reptile.py:65-66 (--inner-batch): each inner step of meta-training on
     # the next mini-batch; here a support set of two classes of three, laid out class by class,

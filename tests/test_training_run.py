@@ -139,6 +139,24 @@ def test_a_run_under_a_meta_lr_schedule_resumes_bit_for_bit(tmp_path, reference)
     assert "meta_lr" not in (reference / "metrics.jsonl").read_text()
 
 
+def test_a_run_carrying_reptile_s_inner_state_resumes_bit_for_bit(tmp_path):
+    # The inner Adam's moments live in the meta-parameters: checkpoints keep them.
+    config = line_config(meta_steps=400, steps_per_call=100, log_every=70, checkpoint_every=200)
+    config = config.with_algorithm("reptile").replace(
+        inner_steps=2, inner_optimizer="adam", carry_inner_state=True, meta_optimizer="sgd"
+    )
+    never_stopped = tmp_path / "never-stopped"
+    train(config, never_stopped)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(config, out, sinks=[SignalAt(140, signal.SIGINT)])
+    assert resume(out)["resumed_from_step"] == 200
+    assert_same_run(out, never_stopped)
+    run = metajax.load(out)
+    adam, _ = run.meta_params["inner_state"]
+    assert int(adam.count) == 400 * 2
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, reference):
     out = tmp_path / "run"
     run_dir.prepare(out)

@@ -13,12 +13,20 @@ import optax
 from jax import lax
 
 from metajax import _validation, options
-from metajax.algorithms.inner_loop import optimizer_inner_step
+from metajax.algorithms.inner_loop import inner_loop_learner, optimizer_inner_step
 from metajax.algorithms.maml import maml
 from metajax.config import registry
 from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
 from metajax.core.linear_head import LinearHead
-from metajax.core.meta_learner import LossFn, MetaLearner, Params, cached_factory, loss_value
+from metajax.core.meta_learner import (
+    CarriedState,
+    LossFn,
+    MetaLearner,
+    Params,
+    cached_factory,
+    loss_value,
+    mean_over_tasks,
+)
 from metajax.core.task import Task
 
 
@@ -30,15 +38,16 @@ def reptile(
     inner_steps: int = 5,
     inner_optimizer: Any = None,
     inner_batch_size: int | None = None,
+    carry_inner_state: bool = False,
     has_aux: bool = False,
 ) -> MetaLearner:
     """Reptile: adapt to each task with plain gradient steps, then move the meta-parameters
     towards the adapted ones.
 
     For each task of a batch, ``inner_steps`` steps of gradient descent of size ``inner_lr``
-    (or of ``inner_optimizer(inner_lr)``, any optax optimizer, its state new for each task) on
-    its support set take the meta-parameters ``theta`` to ``phi``. The update direction is the
-    mean over the batch of ``theta - phi``: ``meta_grad`` returns it in place of a gradient,
+    (or of ``inner_optimizer(inner_lr)``, any optax optimizer) on its support set take the
+    meta-parameters ``theta`` to ``phi``. The update direction is the mean over the batch of
+    ``theta - phi``: ``meta_grad`` returns it in place of a gradient,
     so that the outer optimizer's step on it is Reptile's update (with ``optax.sgd(epsilon)``
     exactly ``theta + epsilon * mean(phi - theta)``). No derivative flows through the inner
     loop. With one inner step the direction is ``inner_lr`` times the gradient of the support
@@ -58,6 +67,15 @@ def reptile(
     ``task_loss`` compute) is the query loss after adaptation, as for MAML, so that the two are
     monitored and evaluated alike; Reptile itself never looks at the query set.
 
+    The inner optimizer's state (Adam's moments and step count) starts afresh for each task, or,
+    with ``carry_inner_state``, is carried from task to task as the paper's code carries it
+    (supervised_reptile/reptile.py:24-26 saves and restores only the model's variables): it then
+    lives in the meta-parameters (``{"params": ..., "inner_state": ...}``), meta-training carries
+    on from each batch the mean of its tasks' final states (the code runs a batch's tasks one
+    after another through one state instead, so its step count grows by ``inner_steps`` a task
+    where this one grows by ``inner_steps`` a batch), and every test-time adaptation starts from
+    it and leaves it unchanged, as the code's evaluation does.
+
     Args:
       loss_fn: ``loss_fn(params, batch)``, a scalar or, with ``has_aux``, ``(loss, aux)``.
       inner_lr: the inner-loop step size, a number ``> 0`` or a scalar JAX array.
@@ -68,10 +86,12 @@ def reptile(
       inner_batch_size: support examples per inner step of meta-training, ``>= 1``; ``None``
         (or a size at least the support set's), all of them. Every leaf of a support set then
         holds its examples along its first axis.
+      carry_inner_state: carry the inner optimizer's state from task to task (above).
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
 
     Returns:
-      A :class:`~metajax.MetaLearner` whose meta-parameters are the model parameters.
+      A :class:`~metajax.MetaLearner` whose meta-parameters are the model parameters, or with
+      ``carry_inner_state`` the dict of them and the inner optimizer's state.
 
     Raises:
       OptionError: if a setting is out of range.
@@ -87,6 +107,7 @@ def reptile(
     _validation.integer("inner_steps", inner_steps, 1)
     if inner_batch_size is not None:
         _validation.integer("inner_batch_size", inner_batch_size, 1)
+    carry_inner_state = _validation.boolean("carry_inner_state", carry_inner_state)
     adaptation = maml(
         loss_fn,
         inner_lr=inner_lr,
@@ -95,36 +116,89 @@ def reptile(
         inner_optimizer=inner_optimizer,
     )
     optimizer = optax.sgd(inner_lr) if inner_optimizer is None else inner_optimizer(inner_lr)
-    minibatch_step = optimizer_inner_step(loss_value(loss_fn, has_aux), optimizer, True)
+    inner_loss = loss_value(loss_fn, has_aux)
+    inner_step = optimizer_inner_step(inner_loss, optimizer, True)
 
-    def training_adapt(meta_params: Params, support: Any) -> Params:
-        if inner_batch_size is None:
-            return adaptation.adapt(meta_params, support)
-        size = _example_count(support, inner_batch_size)
-        if inner_batch_size >= size:
-            return adaptation.adapt(meta_params, support)
+    def model_params(meta_params: Params) -> Params:
+        return meta_params["params"] if carry_inner_state else meta_params
 
-        def step(carry: Any, indices: jax.Array) -> tuple[Any, None]:
-            batch = jax.tree.map(lambda leaf: leaf[indices], support)
-            return minibatch_step(carry, batch), None
+    def training_adapt(params: Params, state: Any, support: Any) -> tuple[Params, Any]:
+        """Meta-training's inner loop from ``params`` and the inner optimizer's ``state``: the
+        adapted parameters and the optimizer's state after the last step."""
+        batches = None  # every step on the whole support set
+        if inner_batch_size is not None:
+            size = _example_count(support, inner_batch_size)
+            if inner_batch_size < size:
+                batches = jnp.asarray(minibatch_indices(size, inner_batch_size, inner_steps))
+        if batches is None and not carry_inner_state:
+            return adaptation.adapt(params, support), state
 
-        batches = jnp.asarray(minibatch_indices(size, inner_batch_size, inner_steps))
-        start = (meta_params, optimizer.init(meta_params))
-        return lax.scan(step, start, batches, unroll=inner_steps <= 8)[0][0]
+        def step(carry: Any, indices: jax.Array | None) -> tuple[Any, None]:
+            batch = support if indices is None else jax.tree.map(lambda x: x[indices], support)
+            return inner_step(carry, batch), None
 
-    def task_loss_and_direction(meta_params: Params, task: Task) -> tuple[Any, Params]:
-        adapted = training_adapt(meta_params, task.support)
-        direction = jax.tree.map(jnp.subtract, meta_params, adapted)
-        return loss_fn(adapted, task.query), direction
+        carry = (params, state)
+        return lax.scan(step, carry, batches, length=inner_steps, unroll=inner_steps <= 8)[0]
 
-    def meta_grad(meta_params: Params, tasks: Task) -> tuple[Any, Params]:
-        losses, directions = jax.vmap(task_loss_and_direction, in_axes=(None, 0))(
-            meta_params, tasks
-        )
+    def update(meta_params: Params, task: Task) -> tuple[Any, Params, Any]:
+        """One task's query loss after adaptation, direction ``theta - phi`` and final inner
+        optimizer state."""
+        params = model_params(meta_params)
+        start = meta_params["inner_state"] if carry_inner_state else optimizer.init(params)
+        adapted, state = training_adapt(params, start, task.support)
+        direction = jax.tree.map(jnp.subtract, params, adapted)
+        return loss_fn(adapted, task.query), direction, state
+
+    def meta_grad(meta_params: Params, tasks: Task) -> tuple[Any, ...]:
+        losses, directions, states = jax.vmap(update, in_axes=(None, 0))(meta_params, tasks)
         mean = jax.tree.map(jnp.mean, losses)
-        return mean, jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0), directions)
+        direction = jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0), directions)
+        if not carry_inner_state:
+            return mean, direction
+        # The tasks of a batch adapt side by side here, where the paper's code runs them one
+        # after another through one optimizer: the state carried on is their mean.
+        carried = jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0).astype(leaf.dtype), states)
+        zeros = jax.tree.map(jnp.zeros_like, meta_params["inner_state"])
+        return mean, {"params": direction, "inner_state": zeros}, carried
 
-    return adaptation._replace(meta_grad=meta_grad)
+    if not carry_inner_state:
+        return adaptation._replace(meta_grad=meta_grad)
+
+    def from_state(meta_params: Params) -> MetaLearner:
+        """Test-time adaptation: the inner optimizer starting from the carried state, which it
+        does not change (the paper's code restores it after each test task)."""
+        return inner_loop_learner(
+            loss_fn,
+            optimizer_inner_step(inner_loss, optimizer, False),
+            inner_steps=inner_steps,
+            has_aux=has_aux,
+            inner_state=lambda _: meta_params["inner_state"],
+        )
+
+    def adapt(meta_params: Params, support: Any, inner_steps: int | None = None) -> Params:
+        return from_state(meta_params).adapt(meta_params["params"], support, inner_steps)
+
+    def adapt_trajectory(meta_params: Params, support: Any, *args: Any, **kwargs: Any) -> Any:
+        learner = from_state(meta_params)
+        return learner.adapt_trajectory(meta_params["params"], support, *args, **kwargs)
+
+    def task_loss(meta_params: Params, task: Task) -> Any:
+        return loss_fn(adapt(meta_params, task.support), task.query)
+
+    return MetaLearner(
+        init=lambda params: {"params": params, "inner_state": optimizer.init(params)},
+        model_params=model_params,
+        adapt=adapt,
+        adapt_trajectory=adapt_trajectory,
+        task_loss=task_loss,
+        meta_loss=mean_over_tasks(task_loss),
+        meta_grad=meta_grad,
+        has_aux=has_aux,
+        carried_state=CarriedState(
+            trainable=lambda _: {"params": True, "inner_state": False},
+            update=lambda meta_params, carried: {**meta_params, "inner_state": carried},
+        ),
+    )
 
 
 def minibatch_indices(size: int, batch_size: int, steps: int) -> np.ndarray:
@@ -185,6 +259,12 @@ class Reptile(Algorithm):
         optional=True,
         default_text="the whole support set",
     )
+    carry_inner_state: bool = options.flag(
+        False,
+        "carry the inner optimizer's state (Adam's moments) from task to task and into "
+        "test-time adaptation, as the paper's code does (supervised_reptile/reptile.py:24-26); "
+        "without it, each task starts the optimizer afresh",
+    )
     test_steps: int | None = test_steps_option()
 
     def make(
@@ -199,6 +279,7 @@ class Reptile(Algorithm):
             inner_steps=self.inner_steps,
             inner_optimizer=optimizer,
             inner_batch_size=self.inner_batch_size,
+            carry_inner_state=self.carry_inner_state,
             has_aux=has_aux,
         )
 
@@ -222,4 +303,5 @@ class Reptile(Algorithm):
 
     def adaptation_text(self) -> str:
         optimizer = "" if self.inner_optimizer == "sgd" else "adam, "
-        return f"{optimizer}inner lr {self.inner_lr:g}"
+        carried = "carried state, " if self.carry_inner_state else ""
+        return f"{optimizer}{carried}inner lr {self.inner_lr:g}"

@@ -25,6 +25,22 @@ mix tasks. Nothing flows back from ``aux`` into the parameters: it is reported, 
 """
 
 
+class CarriedState(NamedTuple):
+    """The part of a learner's meta-parameters that is carried, not optimised.
+
+    Attributes:
+      trainable: ``trainable(meta_params)``: a pytree prefix of ``meta_params`` (or the full
+        tree) of bools, ``True`` for the leaves the outer optimizer updates; it sees only those
+        (``optax.masked``), so it keeps no moments of the carried state.
+      update: ``update(meta_params, carried) -> meta_params``: the meta-parameters after an outer
+        step with the carried part replaced by ``carried``, the third value ``meta_grad``
+        returns.
+    """
+
+    trainable: Callable[[Params], Any]
+    update: Callable[[Params, Any], Params]
+
+
 class MetaLearner(NamedTuple):
     """A meta-learning algorithm as a record of pure functions.
 
@@ -54,7 +70,8 @@ class MetaLearner(NamedTuple):
         pair of the mean loss and the mean of each ``aux`` leaf.
       meta_grad: ``meta_grad(meta_params, tasks) -> (meta_loss, grads)``: the meta-loss (as
         ``meta_loss`` returns it) and its gradient with respect to ``meta_params``, like
-        ``jax.value_and_grad(meta_loss, has_aux=has_aux)``. With ``uses_meta_step``,
+        ``jax.value_and_grad(meta_loss, has_aux=has_aux)``; with ``carried_state``,
+        ``(meta_loss, grads, carried)``. With ``uses_meta_step``,
         ``meta_grad(meta_params, tasks, meta_step)``.
       has_aux: whether ``loss_fn`` returns ``(loss, aux)`` rather than a scalar.
       uses_meta_step: whether the objective follows a schedule over meta-training (MAML++'s
@@ -71,9 +88,10 @@ class MetaLearner(NamedTuple):
     adapt_trajectory: Callable[..., Any]
     task_loss: Callable[[Params, Task], Any]
     meta_loss: Callable[[Params, Task], Any]
-    meta_grad: Callable[..., tuple[Any, Params]]
+    meta_grad: Callable[..., tuple[Any, ...]]
     has_aux: bool = False
     uses_meta_step: bool = False
+    carried_state: CarriedState | None = None
 
 
 def loss_value(loss_fn: LossFn, has_aux: bool) -> Callable[[Params, Any], Array]:

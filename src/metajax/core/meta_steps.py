@@ -48,9 +48,20 @@ def init_train_state(
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         meta_params=meta_params,
-        opt_state=optimizer.init(meta_params),
+        opt_state=outer_optimizer(learner, optimizer).init(meta_params),
         key=key,
     )
+
+
+def outer_optimizer(
+    learner: MetaLearner, optimizer: optax.GradientTransformation
+) -> optax.GradientTransformation:
+    """``optimizer`` as it sees the meta-parameters: all of them, or, for a learner that
+    carries a state in them (see :class:`~metajax.core.meta_learner.CarriedState`), only their
+    trainable part, so that it keeps no moments of the state."""
+    if learner.carried_state is None:
+        return optimizer
+    return optax.masked(optimizer, learner.carried_state.trainable)
 
 
 def train_steps(
@@ -101,15 +112,20 @@ def _train_steps(
     else ``None``). The check costs about a fifth of the speed on small models, so
     :func:`meta_train` runs it only to explain a call that went non-finite."""
 
+    outer = outer_optimizer(learner, optimizer)
+
     def meta_step(carry: Carry, step_and_tasks: tuple[Array, Task]) -> tuple[Carry, StepOutputs]:
         meta_params, opt_state = carry
         step, tasks = step_and_tasks
         schedule = (step,) if learner.uses_meta_step else ()
-        value, grads = learner.meta_grad(meta_params, tasks, *schedule)
+        value, grads, *carried = learner.meta_grad(meta_params, tasks, *schedule)
         loss, aux = value if learner.has_aux else (value, {})
-        updates, opt_state = optimizer.update(grads, opt_state, meta_params)
+        updates, opt_state = outer.update(grads, opt_state, meta_params)
         grads_finite = all_finite(grads) if check_grads else None
-        return (optax.apply_updates(meta_params, updates), opt_state), (loss, aux, grads_finite)
+        meta_params = optax.apply_updates(meta_params, updates)
+        if learner.carried_state is not None:
+            meta_params = learner.carried_state.update(meta_params, *carried)
+        return (meta_params, opt_state), (loss, aux, grads_finite)
 
     def draw_and_train(carry: Carry, first_step: Array, count: int) -> tuple[Carry, StepOutputs]:
         steps = first_step + jnp.arange(count, dtype=jnp.int32)

@@ -28,8 +28,10 @@ CPU."""
 def micro_batched(learner: MetaLearner, micro_batches: int) -> MetaLearner:
     """``learner`` with a ``meta_grad`` that goes through its task batch in ``micro_batches``
     equal chunks, one after another, and returns the mean of their meta-losses and
-    meta-gradients: the same values as the whole batch at once, up to the order of float
-    additions, in the memory of one chunk.
+    meta-gradients (and carried states, for a learner with a
+    :class:`~metajax.core.meta_learner.CarriedState`, whose state is a mean over tasks too): the
+    same values as the whole batch at once, up to the order of float additions, in the memory of
+    one chunk.
 
     Chunk ``m`` holds tasks ``m, m + M, m + 2M, ...`` of the batch (for ``M`` chunks): a batch
     sharded over devices in contiguous blocks (see :mod:`metajax.core.sharding`) splits into chunks
@@ -49,7 +51,7 @@ def micro_batched(learner: MetaLearner, micro_batches: int) -> MetaLearner:
     if micro_batches == 1:
         return learner
 
-    def meta_grad(meta_params: Params, tasks: Task, *schedule: Array) -> tuple[object, Params]:
+    def meta_grad(meta_params: Params, tasks: Task, *schedule: Array) -> tuple[object, ...]:
         size = task_count(tasks)
         if size % micro_batches:
             raise _validation.OptionError(

@@ -121,7 +121,8 @@ def _paper_settings(ways: int) -> dict[str, tuple[Algorithm, dict[str, Any], dic
         # linearly to 0 (train.py:54-55), meta-batch 5, 100000 / 200000 meta-steps; tested with
         # 50 steps (--eval-iters 50) on the whole support set (the code's 20-way test steps take
         # mini-batches of 10 of the 20). The code keeps the inner Adam's moments from task to
-        # task (reptile.py:24-26); metajax starts each task's Adam afresh.
+        # task and into every test task (reptile.py:24-26, where only the model's variables are
+        # reset; evaluate restores the full state after each test task): carry_inner_state.
         "reptile": (
             Reptile(
                 inner_lr=1e-3 if five else 5e-4,
@@ -129,6 +130,7 @@ def _paper_settings(ways: int) -> dict[str, tuple[Algorithm, dict[str, Any], dic
                 test_steps=50,
                 inner_optimizer="adam",
                 inner_batch_size=10 if five else 20,
+                carry_inner_state=True,
             ),
             {"train_shots": 10},
             {
