@@ -117,16 +117,23 @@ def test_a_run_stopped_by_a_signal_resumes_bit_for_bit(
     assert [found.step for found in checkpoints.list_complete(out / "checkpoints")] == [600, 730]
 
 
-def test_a_run_under_a_meta_lr_schedule_resumes_bit_for_bit(tmp_path, reference):
-    # The schedule's step count is part of the optimizer state the checkpoint keeps.
-    config = CONFIG.replace(meta_optimizer="sgd", meta_lr_schedule="cosine", meta_lr_end=1e-4)
+def stopped_and_resumed(config, tmp_path, *, record_step, resumed_from):
+    """Train `config` once straight through and once stopped by SIGINT at a record and resumed;
+    assert the two runs are the same, bit for bit, and return the resumed one."""
     never_stopped = tmp_path / "never-stopped"
     train(config, never_stopped)
     out = tmp_path / "run"
     with pytest.raises(Interrupted):
-        train(config, out, sinks=[SignalAt(280, signal.SIGINT)])
-    assert resume(out)["resumed_from_step"] == 300
+        train(config, out, sinks=[SignalAt(record_step, signal.SIGINT)])
+    assert resume(out)["resumed_from_step"] == resumed_from
     assert_same_run(out, never_stopped)
+    return out
+
+
+def test_a_run_under_a_meta_lr_schedule_resumes_bit_for_bit(tmp_path, reference):
+    # The schedule's step count is part of the optimizer state the checkpoint keeps.
+    config = CONFIG.replace(meta_optimizer="sgd", meta_lr_schedule="cosine", meta_lr_end=1e-4)
+    out = stopped_and_resumed(config, tmp_path, record_step=280, resumed_from=300)
     assert (out / "params.eqx").read_bytes() != (reference / "params.eqx").read_bytes()
     # Each record has the mean step size of its window: cosine decay from the preset's
     # meta_lr to 1e-4 over the 730 meta-steps; the last window is steps 700 to 729.
@@ -145,13 +152,7 @@ def test_a_run_carrying_reptile_s_inner_state_resumes_bit_for_bit(tmp_path):
     config = config.with_algorithm("reptile").replace(
         inner_steps=2, inner_optimizer="adam", carry_inner_state=True, meta_optimizer="sgd"
     )
-    never_stopped = tmp_path / "never-stopped"
-    train(config, never_stopped)
-    out = tmp_path / "run"
-    with pytest.raises(Interrupted):
-        train(config, out, sinks=[SignalAt(140, signal.SIGINT)])
-    assert resume(out)["resumed_from_step"] == 200
-    assert_same_run(out, never_stopped)
+    out = stopped_and_resumed(config, tmp_path, record_step=140, resumed_from=200)
     run = metajax.load(out)
     adam, _ = run.meta_params["inner_state"]
     assert int(adam.count) == 400 * 2

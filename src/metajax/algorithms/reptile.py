@@ -118,6 +118,7 @@ def reptile(
     optimizer = optax.sgd(inner_lr) if inner_optimizer is None else inner_optimizer(inner_lr)
     inner_loss = loss_value(loss_fn, has_aux)
     inner_step = optimizer_inner_step(inner_loss, optimizer, True)
+    test_step = optimizer_inner_step(inner_loss, optimizer, False)
 
     def model_params(meta_params: Params) -> Params:
         return meta_params["params"] if carry_inner_state else meta_params
@@ -156,8 +157,9 @@ def reptile(
         if not carry_inner_state:
             return mean, direction
         # The tasks of a batch adapt side by side here, where the paper's code runs them one
-        # after another through one optimizer: the state carried on is their mean.
-        carried = jax.tree.map(lambda leaf: jnp.mean(leaf, axis=0).astype(leaf.dtype), states)
+        # after another through one optimizer: the state carried on is their mean. Integer
+        # leaves (the step count) are the same for every task; a float mean would round them.
+        carried = jax.tree.map(_mean_over_tasks, states)
         zeros = jax.tree.map(jnp.zeros_like, meta_params["inner_state"])
         return mean, {"params": direction, "inner_state": zeros}, carried
 
@@ -169,7 +171,7 @@ def reptile(
         does not change (the paper's code restores it after each test task)."""
         return inner_loop_learner(
             loss_fn,
-            optimizer_inner_step(inner_loss, optimizer, False),
+            test_step,
             inner_steps=inner_steps,
             has_aux=has_aux,
             inner_state=lambda _: meta_params["inner_state"],
@@ -199,6 +201,13 @@ def reptile(
             update=lambda meta_params, carried: {**meta_params, "inner_state": carried},
         ),
     )
+
+
+def _mean_over_tasks(leaf: jax.Array) -> jax.Array:
+    """The mean of a state leaf over its leading (task) axis; an integer leaf's first entry."""
+    if jnp.issubdtype(leaf.dtype, jnp.integer):
+        return leaf[0]
+    return jnp.mean(leaf, axis=0).astype(leaf.dtype)
 
 
 def minibatch_indices(size: int, batch_size: int, steps: int) -> np.ndarray:

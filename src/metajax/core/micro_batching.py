@@ -72,9 +72,17 @@ def micro_batched(learner: MetaLearner, micro_batches: int) -> MetaLearner:
             return jax.tree.map(jnp.add, total, value), None
 
         total, _ = lax.scan(add_chunk, zeros, chunks)
-        return jax.tree.map(lambda leaf: (leaf / micro_batches).astype(leaf.dtype), total)
+        return jax.tree.map(lambda leaf: _mean_of_sum(leaf, micro_batches), total)
 
     return learner._replace(meta_grad=meta_grad)
+
+
+def _mean_of_sum(total: Array, count: int) -> Array:
+    """``total / count`` in ``total``'s dtype; exact for an integer leaf (a carried step count,
+    the same in every chunk), which a float division would round above 2**24."""
+    if jnp.issubdtype(total.dtype, jnp.integer):
+        return total // count
+    return (total / count).astype(total.dtype)
 
 
 def task_count(tasks: Task) -> int:
