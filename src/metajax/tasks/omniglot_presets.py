@@ -228,7 +228,7 @@ SMALL_TRAINING: dict[int, dict[str, dict[str, Any]]] = {
         "meta-sgd": {"meta_batch_size": 16, "meta_steps": 15000},
         "anil": {"meta_batch_size": 16, "meta_steps": 15000},
         "maml++": {"meta_steps": 3500},
-        "imaml": {"meta_batch_size": 16, "meta_steps": 2500},
+        "imaml": {"meta_batch_size": 16, "meta_steps": 5000},
         "protonet": {"meta_steps": 2500},
         "protomaml": {"meta_batch_size": 16, "meta_steps": 10000},
     },
