@@ -74,7 +74,8 @@ def tutorial_trainer(module: ModuleType) -> Callable[[], tuple[float, float]]:
         config = module.presets("sinusoid")["tutorial"]
         setup = building.build(config)
         optimizer = setup.optimizer
-        state = setup.initial_state()
+        state = setup.initial_state  # a method before the initial state was built with the rest
+        state = state() if callable(state) else state
         steps, steps_per_call = config.training.meta_steps, config.training.steps_per_call
         steps_argument = "meta_steps"
     else:  # metajax 0.1: metajax.experiments.sinusoid

@@ -125,7 +125,7 @@ class MetajaxRunner:
         if fixed:
             tasks = self.setup.sample_tasks(self.setup.train_key)
             self.setup = self.setup._replace(sample_tasks=FixedTasks(tasks))
-        self.state = self.setup.initial_state()
+        self.state = self.setup.initial_state
         self.compile_seconds: list[float] = []
 
     def __call__(self, steps: int) -> float:

@@ -107,7 +107,7 @@ def measure(args: argparse.Namespace) -> None:
             self.meta_batch = config.training.meta_batch_size
             self.mesh = metajax.task_mesh(devices) if devices > 1 else None
             self.setup = build(config, devices)
-            self.state = self.setup.initial_state()
+            self.state = self.setup.initial_state
             self.steps = max(1, tasks // self.meta_batch)
             self.compile_seconds = 0.0
 

@@ -38,7 +38,7 @@ def run_metajax(steps: int, seed: int) -> dict:
         setup.learner,
         setup.optimizer,
         setup.sample_tasks,
-        setup.initial_state(),
+        setup.initial_state,
         meta_steps=steps,
         steps_per_call=config.training.steps_per_call,
         progress=False,

@@ -14,6 +14,7 @@ Importing this module registers both; the metajax command loads it as a plugin (
 """
 
 import dataclasses
+import functools
 import math
 import os
 from pathlib import Path
@@ -28,8 +29,8 @@ from metajax import options
 from metajax.core.meta_learner import loss_value, mean_over_tasks
 
 SIGNAL_ON_BUILD: int | None = None
-"""When set, building the lines model's arrays sends this signal to the process first (a
-user's Ctrl-C while a run is set up; tracing the model, before the run writes, does not)."""
+"""When set, building the lines model's arrays sends this signal to the process (a user's
+Ctrl-C while a run is set up; tracing the model, before the run writes, does not)."""
 
 
 @metajax.register_family
@@ -73,8 +74,8 @@ class Lines(metajax.TaskFamily):
         }
 
     def build_model(self, key: jax.Array) -> dict[str, jax.Array]:
-        if SIGNAL_ON_BUILD is not None and not isinstance(key, jax.core.Tracer):
-            os.kill(os.getpid(), SIGNAL_ON_BUILD)
+        if SIGNAL_ON_BUILD is not None:  # when the compiled model is built, not traced
+            jax.debug.callback(functools.partial(os.kill, os.getpid(), SIGNAL_ON_BUILD))
         first, second = jax.random.split(key)
         return {
             "w1": jax.random.normal(first, (1, self.width)) / math.sqrt(2.0),

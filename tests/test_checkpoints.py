@@ -18,7 +18,7 @@ def train_state(width=8, seed=0):
     """A training state of the test-only learned-lr algorithm: meta-parameters with a learned
     step size, Adam's state and a PRNG key."""
     setup = build(line_config(width=width, seed=seed).with_algorithm("learned-lr"))
-    state = setup.initial_state()
+    state = setup.initial_state
     # Make the optimizer state non-trivial, so that a mix-up of leaves would show.
     grads = jax.tree.map(lambda leaf: leaf * 0.5 + 1.0, state.meta_params)
     _, opt_state = setup.optimizer.update(grads, state.opt_state, state.meta_params)

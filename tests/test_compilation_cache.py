@@ -2,6 +2,7 @@
 what an earlier one compiled with the same results, and that damaged entries cost a compilation,
 not a run."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,8 @@ def test_a_later_run_loads_the_programs_and_survives_damaged_entries(tmp_path, c
     )
     stderr, cold = train("cold")
     entries = {entry.name: entry.stat().st_size for entry in folder.glob("*-cache")}
-    assert stderr == "" and cold == params and len(entries) > 3
+    # The initial state's program and the training loop's (the run draws no figures).
+    assert stderr == "" and cold == params and len(entries) == 2
     for name, size in entries.items():  # every entry cut short, as by a killed process
         (folder / name).write_bytes((folder / name).read_bytes()[: size // 2])
     stderr, damaged = train("damaged")
@@ -85,3 +87,25 @@ def test_a_later_run_loads_the_programs_and_survives_damaged_entries(tmp_path, c
     assert all(rewritten[name] > size // 2 for name, size in entries.items())
     stderr, warm = train("warm")
     assert stderr == "" and warm == params
+
+
+def test_the_default_run_compiles_four_programs(tmp_path, child_env):
+    # The README's first command, cold: the initial state, the training loop, the figure's key
+    # and its adaptation curves; no eager one-op programs.
+    env = {**child_env, "METAJAX_COMPILATION_CACHE": "off", "JAX_LOG_COMPILES": "1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    result = subprocess.run(
+        [sys.executable, "-m", "metajax", "train", "sinusoid", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    compiled = re.findall(r"Finished XLA compilation of (\S+)", result.stderr)
+    assert compiled == [
+        "jit(initialise)",
+        "jit(train_steps_on)",
+        "jit(stream_key)",
+        "jit(_adaptation_curves)",
+    ]

@@ -62,7 +62,7 @@ def test_load_gives_a_run_ready_to_adapt_and_a_rerun_reproduces_it(finished_run,
     assert run.config == config and run.path == out
     # The algorithm's own meta-parameters survive: learned-lr's step size was trained.
     checkpoint = checkpoints.latest(out / "checkpoints")
-    state, _ = checkpoints.load(checkpoint.path, build(config).initial_state())
+    state, _ = checkpoints.load(checkpoint.path, build(config).initial_state)
     jax.tree.map(np.testing.assert_array_equal, run.meta_params, state.meta_params)
     assert float(run.meta_params["log_lr"]) != pytest.approx(np.log(0.05), abs=1e-3)
     # Ready to adapt: one call adapts to a new task, and the adapted model fits it better.

@@ -30,7 +30,7 @@ def train(setup, meta_steps, steps_per_call, state=None, **kwargs):
         setup.learner,
         setup.optimizer,
         setup.sample_tasks,
-        setup.initial_state() if state is None else state,
+        setup.initial_state if state is None else state,
         meta_steps=meta_steps,
         steps_per_call=steps_per_call,
         progress=False,
@@ -90,7 +90,7 @@ def test_drawing_inside_the_loop_bounds_the_memory_of_the_task_batches():
     # of task batches when a call draws them all at once; one step's at a time, 0.5 MB.
     setup = build(line_config(shots=256, query_shots=256).replace(meta_batch_size=64))
     jitted = jax.jit(train_steps, static_argnums=(0, 1, 2, 4, 5))
-    args = (setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state(), 200)
+    args = (setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state, 200)
     peak = {draw: memory.needed_bytes(jitted.lower(*args, draw).compile()) for draw in (None, 1)}
     assert peak[None] > 80e6 and peak[1] < 10e6, peak
 
@@ -141,7 +141,7 @@ def test_calls_also_end_at_every_multiple_of_checkpoint_every(setup):
 def test_the_compiled_step_function_does_not_recompile_for_a_new_state(setup, count_compilations):
     run = jax.jit(train_steps, static_argnums=(0, 1, 2, 4))
     args = (setup.learner, setup.optimizer, setup.sample_tasks)
-    state = setup.initial_state()
+    state = setup.initial_state
     assert count_compilations(lambda: run(*args, state, 10)) <= 1  # 0: from the disk cache
     state, _ = run(*args, state, 10)
     assert count_compilations(lambda: run(*args, state, 10)) == 0

@@ -342,7 +342,7 @@ def test_a_signal_after_training_stops_before_the_summary(tmp_path, reference):
 
 def pieces(config):
     setup = build(config)
-    return setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state()
+    return setup.learner, setup.optimizer, setup.sample_tasks, setup.initial_state
 
 
 def test_a_new_run_refuses_a_directory_that_holds_a_run(stopped_run):

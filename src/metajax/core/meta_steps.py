@@ -166,13 +166,15 @@ def train_steps_on(
     steps_per_draw: int | None,
     mesh: Mesh | None,
     check_grads: bool,
-) -> tuple[TrainState, Array, dict[str, Array], Array | None]:
+) -> tuple[TrainState, Array, dict[str, Array], Array | None, Array]:
     """:func:`train_steps` with the sampler split by ``eqx.partition`` into its arrays, which
-    are traced, and the rest, which is static."""
+    are traced, and the rest, which is static; and, last, whether the meta-parameters after the
+    steps are all finite (checked in the same program, not in one of its own)."""
     sample_tasks = eqx.combine(sampler_data, sampler_static)
-    return _train_steps(
+    new_state, losses, aux, grads_finite = _train_steps(
         learner, optimizer, sample_tasks, state, meta_steps, steps_per_draw, mesh, check_grads
     )
+    return new_state, losses, aux, grads_finite, all_finite(new_state.meta_params)
 
 
 def all_finite(tree: Any) -> Array:

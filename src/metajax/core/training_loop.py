@@ -17,7 +17,7 @@ from tqdm import tqdm
 from metajax import _validation
 from metajax.core import memory, multi_process, sharding
 from metajax.core.meta_learner import MetaLearner
-from metajax.core.meta_steps import TaskSampler, TrainState, all_finite, train_steps_on
+from metajax.core.meta_steps import TaskSampler, TrainState, train_steps_on
 from metajax.core.micro_batching import task_count
 
 
@@ -204,9 +204,9 @@ def _call(
     meta-losses and aux metrics as float64 numpy. A call that went non-finite is replayed with
     every meta-gradient checked, to raise :class:`NonFiniteError` naming the first bad step."""
     with memory.converted("meta-training"):
-        new_state, losses, aux, _ = compiled(sampler_data, state)
+        new_state, losses, aux, _, params_finite = compiled(sampler_data, state)
     losses = np.asarray(losses, dtype=np.float64)
-    if not (np.isfinite(losses).all() and _params_finite(new_state.meta_params)):
+    if not (np.isfinite(losses).all() and bool(params_finite)):
         replay = run(*arguments(state, size, True))
         _raise_non_finite(state, replay[0], replay[1], replay[3])
     return new_state, losses, {name: np.asarray(v, dtype=np.float64) for name, v in aux.items()}
@@ -253,9 +253,6 @@ def _distinct_chunk_sizes(
                 lengths.add(checkpoint_every)
     sizes = {steps_per_call for length in lengths if length >= steps_per_call}
     return sizes | {length % steps_per_call for length in lengths if length % steps_per_call}
-
-
-_params_finite = jax.jit(all_finite)
 
 
 def _raise_non_finite(

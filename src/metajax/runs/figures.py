@@ -12,7 +12,7 @@ from metajax.config.streams import TEST_STREAM, stream_key
 from metajax.core import memory
 from metajax.options import Options
 from metajax.runs import metrics, run_dir
-from metajax.runs.loaded_run import load
+from metajax.runs.loaded_run import LoadedRun, load
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,17 +37,20 @@ def plot(path: str | Path, *, adapt_steps: int = 5) -> list[Path]:
       FolderError: if the figures cannot be written into it.
     """
     settings = PlotSettings(adapt_steps=adapt_steps)
+    return draw(load(path), adapt_steps=settings.adapt_steps)
+
+
+def draw(run: LoadedRun, *, adapt_steps: int) -> list[Path]:
+    """:func:`plot` for a run already in memory (the one in ``run.path``), as training has it
+    when it finishes, without reading its parameters back."""
     from metajax import plots  # matplotlib is imported only by the code that draws
 
-    path = Path(path)
-    run = load(path)
+    path = run.path
     check_writable_folder(path)
     config = run.config
     adaptation_path = path / run_dir.ADAPTATION_PLOT
     with memory.converted("drawing the adaptation figure"):
-        config.task.plot_example(
-            adaptation_path, run, settings.adapt_steps, stream_key(0, TEST_STREAM)
-        )
+        config.task.plot_example(adaptation_path, run, adapt_steps, stream_key(0, TEST_STREAM))
 
     records = metrics.read(path / run_dir.METRICS)
     meta_loss_path = path / run_dir.META_LOSS_PLOT

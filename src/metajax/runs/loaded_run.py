@@ -85,9 +85,11 @@ def load(path: str | Path) -> LoadedRun:
     """
     path = existing_run_dir(path)
     config = run_config(path)
-    key = stream_key(config.training.seed, INIT_STREAM)
+    seed = config.training.seed
     params_like, static = eqx.filter_eval_shape(
-        lambda key: eqx.partition(config.task.build_model(key), eqx.is_inexact_array), key
+        lambda: eqx.partition(
+            config.task.build_model(stream_key(seed, INIT_STREAM)), eqx.is_inexact_array
+        )
     )
     loss_fn = family_loss(config.task, static)
     learner = family_learner(config.task, config.algorithm, static)

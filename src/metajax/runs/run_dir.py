@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
+import numpy as np
 
 from metajax._files import check_writable_folder, replace_atomically
 from metajax.config.run_config import RunConfig
@@ -191,9 +193,22 @@ def load_params(path: Path, like: Any, sha256: str | None = None) -> Any:
             "restore it from a copy, or train the run again"
         )
     try:
-        return eqx.tree_deserialise_leaves(io.BytesIO(data), like)
+        # Read as numpy, then put on the device: jnp.load compiles a program for each leaf.
+        host = eqx.tree_deserialise_leaves(io.BytesIO(data), jax.tree.map(_on_host, like))
     except Exception as error:  # numpy and equinox raise many kinds on a damaged file
         raise RunDirError(f"'{path}' could not be read ({error}); the file is damaged") from None
+    return jax.tree.map(
+        lambda leaf, like: jax.device_put(leaf) if _is_array(like) else leaf, host, like
+    )
+
+
+def _is_array(leaf: Any) -> bool:
+    return isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct))
+
+
+def _on_host(like: Any) -> Any:
+    """A leaf of ``like`` with an array as a numpy array of its shape and dtype."""
+    return np.empty(like.shape, like.dtype) if _is_array(like) else like
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:

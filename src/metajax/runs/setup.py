@@ -28,7 +28,8 @@ from metajax.runs import metrics
 class Setup(NamedTuple):
     """What a config builds for training: the model's parameters, the rest of the model, the
     loss, the learner (in ``micro_batches`` chunks), the outer optimizer (as the training
-    settings describe it), the task sampler and the key of the training tasks."""
+    settings describe it), the task sampler, the key of the training tasks and the state before
+    the first meta-step."""
 
     params: Params
     static: Any
@@ -38,30 +39,46 @@ class Setup(NamedTuple):
     sample_tasks: TaskSampler
     train_key: jax.Array
     micro_batches: int
-
-    def initial_state(self) -> TrainState:
-        """The state before the first meta-step."""
-        return init_train_state(self.learner, self.optimizer, self.params, self.train_key)
+    initial_state: TrainState
 
 
 def build(config: RunConfig, devices: int = 1) -> Setup:
     """Builds the initial model, the learner and the task sampler for a config whose task
     batches ``devices`` devices share (which sets the automatic number of micro-batches)."""
-    with memory.converted("building the model"):
-        model = config.task.build_model(stream_key(config.training.seed, INIT_STREAM))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    loss_fn = family_loss(config.task, static)
+    seed = config.training.seed
+
+    def parameters() -> tuple[Params, Any]:
+        return eqx.partition(
+            config.task.build_model(stream_key(seed, INIT_STREAM)), eqx.is_inexact_array
+        )
+
+    # The rest of the model is known from a trace, before the learner it shapes is built ...
+    _, static = eqx.filter_eval_shape(parameters)
     training = config.training
     chunks = training.micro_batches or automatic_micro_batches(training.meta_batch_size, devices)
+    learner = micro_batched(family_learner(config.task, config.algorithm, static), chunks)
+    optimizer = training.outer_optimizer()
+
+    # ... so that the parameters, the keys and the optimizer's state come from one compiled
+    # program, not from one for each random key, initialiser and optimizer leaf.
+    @eqx.filter_jit
+    def initialise() -> tuple[Params, TrainState]:
+        params, _ = parameters()
+        train_key = stream_key(seed, TRAIN_STREAM)
+        return params, init_train_state(learner, optimizer, params, train_key)
+
+    with memory.converted("building the model"):
+        params, initial_state = initialise()
     return Setup(
         params=params,
         static=static,
-        loss_fn=loss_fn,
-        learner=micro_batched(family_learner(config.task, config.algorithm, static), chunks),
-        optimizer=training.outer_optimizer(),
+        loss_fn=family_loss(config.task, static),
+        learner=learner,
+        optimizer=optimizer,
         sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
-        train_key=stream_key(config.training.seed, TRAIN_STREAM),
+        train_key=initial_state.key,
         micro_batches=chunks,
+        initial_state=initial_state,
     )
 
 
@@ -96,11 +113,11 @@ def check_traceable(config: RunConfig) -> None:
         task = jax.tree.map(lambda leaf: leaf[0], family.task_sampler(1)(key))
         return learner.adapt(learner.init(params), task.support)
 
-    key = jax.random.key(0)
-    jax.eval_shape(adapt_one_task, key)
+    # The key is made inside the traced functions: made here, it would compile programs.
+    jax.eval_shape(lambda: adapt_one_task(jax.random.key(0)))
     if config.training.validation_tasks:
         sizes = family.validation_sizes()
-        jax.eval_shape(lambda key: family.validation_tasks(key, 1, *sizes), key)
+        jax.eval_shape(lambda: family.validation_tasks(jax.random.key(0), 1, *sizes))
 
 
 def warn_of_settings(config: RunConfig) -> None:
@@ -116,10 +133,11 @@ def support_curvature(config: RunConfig, iterations: int = 30) -> float:
     """The largest eigenvalue in magnitude of the support loss's Hessian at the initial model
     parameters on the first training task, by power iteration with Hessian-vector products."""
     family = config.task
-    key = stream_key(config.training.seed, INIT_STREAM)
+    seed = config.training.seed
 
     @jax.jit
-    def measure(key: jax.Array) -> jax.Array:
+    def measure() -> jax.Array:
+        key = stream_key(seed, INIT_STREAM)
         params, static = eqx.partition(family.build_model(key), eqx.is_inexact_array)
         task = jax.tree.map(lambda leaf: leaf[0], family.task_sampler(1)(key))
         inner_loss = loss_value(family_loss(family, static), True)
@@ -141,7 +159,7 @@ def support_curvature(config: RunConfig, iterations: int = 30) -> float:
         return norm(hvp(jax.lax.fori_loop(0, iterations, step, start)))
 
     with memory.converted("measuring the support loss's curvature"):
-        return float(measure(key))
+        return float(measure())
 
 
 def validator(config: RunConfig, setup: Setup) -> Callable[[Params], dict[str, float]] | None:
@@ -154,10 +172,10 @@ def validator(config: RunConfig, setup: Setup) -> Callable[[Params], dict[str, f
     family = config.task
     learner, loss_fn = setup.learner, setup.loss_fn
     loss_name = family.loss_metric()
-    key = stream_key(0, VALIDATION_STREAM)
 
     @jax.jit
     def scores(meta_params: Params) -> dict[str, jax.Array]:
+        key = stream_key(0, VALIDATION_STREAM)
         tasks = family.validation_tasks(key, count, *family.validation_sizes())
 
         def one_task(task: Any) -> dict[str, jax.Array]:

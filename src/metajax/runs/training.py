@@ -16,14 +16,22 @@ import jax
 from jax.sharding import Mesh
 
 from metajax.config import registry
+from metajax.config.family import family_learner
 from metajax.config.run_config import RunConfig
 from metajax.core import multi_process, sharding
 from metajax.core.memory import OutOfMemoryError
 from metajax.runs import checkpoints, metrics, run_dir, training_run
-from metajax.runs.figures import plot
-from metajax.runs.loaded_run import existing_run_dir, run_config
+from metajax.runs.figures import PlotSettings, draw, plot
+from metajax.runs.loaded_run import LoadedRun, existing_run_dir, run_config
 from metajax.runs.recording import FINAL_LOSS_WINDOW
-from metajax.runs.setup import build, check_traceable, memory_sizes, validator, warn_of_settings
+from metajax.runs.setup import (
+    Setup,
+    build,
+    check_traceable,
+    memory_sizes,
+    validator,
+    warn_of_settings,
+)
 from metajax.runs.stop_signals import StopSignals
 
 
@@ -225,7 +233,7 @@ def _train(
                 setup.learner,
                 setup.optimizer,
                 setup.sample_tasks,
-                setup.initial_state(),
+                setup.initial_state,
                 config.training,
                 resume=resume,
                 progress=progress,
@@ -242,7 +250,7 @@ def _train(
                 summary["params_sha256"] = sha256
                 if plots:
                     stop.raise_if_received(out, steps, steps)
-                    plot(out)
+                    _draw_figures(out, config, setup, outcome.state.meta_params, mesh)
                 stop.raise_if_received(out, steps, steps)
                 run_dir.write_json(out / run_dir.SUMMARY, summary)
     except OutOfMemoryError as error:
@@ -252,6 +260,19 @@ def _train(
             run_dir.remove_run_files(out)
         raise error.with_sizes(memory_sizes(config)) from None
     return summary
+
+
+def _draw_figures(
+    out: Path, config: RunConfig, setup: Setup, meta_params: Any, mesh: Mesh | None
+) -> None:
+    """The run's figures, from the parameters in memory on one device; from the saved ones,
+    on one device, where they are sharded over a mesh."""
+    if mesh is not None:
+        plot(out)
+        return
+    learner = family_learner(config.task, config.algorithm, setup.static)
+    run = LoadedRun(out, config, meta_params, setup.static, learner, setup.loss_fn)
+    draw(run, adapt_steps=PlotSettings().adapt_steps)
 
 
 def _summary(
