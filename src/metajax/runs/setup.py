@@ -37,9 +37,13 @@ class Setup(NamedTuple):
     learner: MetaLearner
     optimizer: optax.GradientTransformation
     sample_tasks: TaskSampler
-    train_key: jax.Array
     micro_batches: int
     initial_state: TrainState
+
+    @property
+    def train_key(self) -> jax.Array:
+        """The root of the training tasks' stream: the initial state's key."""
+        return self.initial_state.key
 
 
 def build(config: RunConfig, devices: int = 1) -> Setup:
@@ -76,7 +80,6 @@ def build(config: RunConfig, devices: int = 1) -> Setup:
         learner=learner,
         optimizer=optimizer,
         sample_tasks=config.task.task_sampler(config.training.meta_batch_size),
-        train_key=initial_state.key,
         micro_batches=chunks,
         initial_state=initial_state,
     )
