@@ -15,23 +15,33 @@ OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 
 def class_image(label: int, index: int, size: int = 28) -> np.ndarray:
     """A grey image whose class shows as a bright bar (its position and direction) and whose
-    index shifts it by a pixel or two, so that classes are learnable and images differ."""
+    index shifts it by a pixel or two, so that classes are learnable and images differ. The
+    first 11 pixels of the top row spell ``label + 1`` in binary (60 and 180 on a background of
+    20 and bars of 230), so that no two classes (below 2047) share an image, even turned by 90
+    degrees; ``size`` is at least 12."""
     image = np.full((size, size), 20, dtype=np.uint8)
     place = 3 + (label * 5) % (size - 8) + index % 3
     if label % 2:
         image[:, place : place + 3] = 230
     else:
         image[place : place + 3, :] = 230
+    image[0, :11] = [180 if (label + 1) >> bit & 1 else 60 for bit in range(11)]
     return image
 
 
 def write_image_folders(
-    root: Path, classes: dict[str, int], *, size: int = 28, suffix: str = ".png"
+    root: Path,
+    classes: dict[str, int],
+    *,
+    size: int = 28,
+    suffix: str = ".png",
+    first_label: int = 0,
 ) -> Path:
     """Writes ``classes`` (folder path -> number of images) under ``root``: image ``i`` of the
-    ``c``-th class is ``class_image(c, i)``, as PNG (or JPEG, by ``suffix``), and every third
-    one at twice the size in RGB, to be resized and converted."""
-    for label, (folder, count) in enumerate(classes.items()):
+    ``c``-th class is ``class_image(first_label + c, i)``, as PNG (or JPEG, by ``suffix``),
+    and every third one at twice the size in RGB, to be resized and converted. Sets written
+    with different ``first_label`` ranges share no image."""
+    for label, (folder, count) in enumerate(classes.items(), start=first_label):
         path = root / folder
         path.mkdir(parents=True, exist_ok=True)
         for index in range(count):

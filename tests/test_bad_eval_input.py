@@ -66,6 +66,18 @@ def test_a_bad_option_is_named_before_any_work(run, args, message, capsys):
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("option", [["--test-data", "elsewhere"], ["--test-overlap", "keep"]])
+def test_test_data_for_a_run_without_image_data_is_refused(run, option, capsys):
+    before = snapshot(run)
+    status, error = refused(["eval", str(run), *option, *SMALL], capsys)
+    assert (status, error) == (
+        1,
+        f"metajax: error: {option[0]} is for runs of the image families; '{run}' is a run of "
+        "sinusoid, whose tasks come from no image data",
+    )
+    assert snapshot(run) == before
+
+
 def test_adaptation_too_long_for_memory_is_refused_naming_the_sizes(run, capsys):
     before = snapshot(run)
     status, error = refused(["eval", str(run), "--adapt-steps", "2147483647"], capsys)

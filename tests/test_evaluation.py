@@ -64,6 +64,8 @@ def test_eval_json_has_the_documented_fields_and_the_plot_is_drawn(runs):
         "query_shots": None,
         "eval_seed": 0,
         "validation_tasks": 50,
+        "test_data": None,
+        "test_overlap": None,
         "adapt_steps_from": "option",
     }
     assert set(report) == {

@@ -49,18 +49,22 @@ def test_splits_by_class_and_by_group(tmp_path):
     assert by_group.test.groups == ("alphabet2",) * 4
     record = family(root).prepare()
     assert record["test_classes"] == list(splits.test.classes)
-    assert record["train_images"] == 36 and record["test_groups_dropped"] == []
+    assert record["train_images"] == 36 and not any("overlap" in key for key in record)
 
 
-def test_test_data_holds_out_the_groups_training_never_saw(tmp_path):
+def test_test_data_are_the_test_split_when_training_has_none_of_their_classes(tmp_path):
     train = alphabets(tmp_path / "train", groups=2, characters=4)
     test = write_image_folders(
         tmp_path / "test",
-        {f"{g}/character{c:02d}": 6 for g in ("alphabet1", "new") for c in range(3)},
+        {f"{g}/character{c:02d}": 6 for g in ("other", "new") for c in range(3)},
+        first_label=8,
     )
     splits = family(train, test_data=str(test), test_count=0).splits()
-    assert splits.test.classes == ("new/character00", "new/character01", "new/character02")
-    assert splits.dropped_groups == ("alphabet1",)
+    assert splits.test.classes == (
+        "new/character00", "new/character01", "new/character02",
+        "other/character00", "other/character01", "other/character02",
+    )  # fmt: skip
+    assert splits.overlaps == ()
     assert len(splits.train.classes) == 5 and len(splits.validation.classes) == 3
 
 
@@ -175,6 +179,43 @@ def test_resuming_on_other_data_is_refused(image_run, tmp_path):
         metajax.resume(copy, progress=False, plots=False)
 
 
+def test_eval_on_other_test_data_refuses_classes_training_has_unless_told(
+    image_run, tmp_path, capsys
+):
+    config, out = image_run
+    other = write_image_folders(
+        tmp_path / "other",
+        {name: 6 for name in ("alphabet0/character00", "x/c1", "x/c2", "x/c3")},
+        first_label=30,
+    )
+    command = ["eval", str(out), "--test-data", str(other), "--num-tasks", "4", "--shots", "1"]
+    command += ["--query-shots", "1", "--no-plots"]
+    assert main([*command, "--out", str(tmp_path / "refused")]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"metajax: error: the test data '{other}' share 1 of 4 classes (0 of 24 images) with the "
+        f"data '{config.task.data}': 'alphabet0/character00' (training class "
+        "'alphabet0/character00': the same name); "
+    )
+    assert not (tmp_path / "refused").exists()
+    reports = {}
+    for policy in ("keep", "drop"):
+        assert main([*command, "--test-overlap", policy, "--out", str(tmp_path / policy)]) == 0
+        reports[policy] = json.loads((tmp_path / policy / "eval.json").read_text())
+        shown = capsys.readouterr().out
+        line = (
+            "not held out: 1 of the 4 test classes (0 of 24 images) are training classes, kept "
+            "by --test-overlap keep (test_overlap in eval.json)"
+        )
+        assert (line in shown) == (policy == "keep")
+    kept = reports["keep"]["test_overlap"]
+    assert (kept["classes"], kept["of_classes"], kept["policy"]) == (1, 4, "kept")
+    assert kept["shared"][0]["name"] == "alphabet0/character00"
+    assert "test_overlap" not in reports["drop"]
+    assert reports["keep"]["settings"]["test_data"] == str(other)
+    # The dropped pool is 3 classes, so each 3-way task is those 3: another score than kept's.
+    assert reports["keep"]["results"] != reports["drop"]["results"]
+
+
 def test_metajax_adapt_classifies_new_images_end_to_end(image_run, tmp_path, run_metajax):
     _, out = image_run
     write_task(tmp_path, {"left": 30, "middle": 31, "right": 32}, 3, 2)
@@ -220,7 +261,7 @@ def test_the_cli_names_bad_data(tmp_path, run_metajax):
 def test_a_short_run_on_real_omniglot_is_well_above_chance(tmp_path):
     config = metajax.presets("omniglot")["small-5way"].replace(
         data=str(OMNIGLOT / "images_background_small1.zip"),
-        test_data=str(OMNIGLOT / "images_background_small2.zip"),
+        test_data=str(OMNIGLOT / "images_background_small2_heldout.zip"),
         meta_steps=300,
         meta_batch_size=8,
         checkpoint_every=300,
@@ -250,12 +291,13 @@ def test_the_paper_presets_split_full_omniglot_as_the_maml_paper(tmp_path):
     # Omniglot's shape: 964 characters of 30 alphabets in images_background, 659 of 20 in
     # images_evaluation (two tiny images each here, where the real ones have 20).
     root = tmp_path / "omniglot"
-    for folder, groups, characters in (
-        ("images_background", 30, 964),
-        ("images_evaluation", 20, 659),
+    for folder, groups, characters, first in (
+        ("images_background", 30, 964, 0),
+        ("images_evaluation", 20, 659, 964),
     ):
-        for c in range(characters):
-            path = root / folder / f"alphabet{c % groups:02d}" / f"character{c:03d}"
+        for c in range(first, first + characters):
+            alphabet = (c - first) % groups + (30 if first else 0)
+            path = root / folder / f"alphabet{alphabet:02d}" / f"character{c:04d}"
             path.mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(class_image(c, i, 12)).save(path / f"{i}.png")

@@ -271,9 +271,20 @@ def text(
     )
 
 
-def choice(default: Any, choices: tuple[Any, ...], help: str, *, metavar: str | None = None) -> Any:
+def choice(
+    default: Any,
+    choices: tuple[Any, ...],
+    help: str,
+    *,
+    metavar: str | None = None,
+    optional: bool = False,
+    default_text: str | None = None,
+) -> Any:
     """One of ``choices``: strings, or integers."""
-    return _field(default, Choice(help=help, choices=choices, metavar=metavar))
+    kind = Choice(
+        help=help, choices=choices, metavar=metavar, optional=optional, default_text=default_text
+    )
+    return _field(default, kind)
 
 
 def declared(options: "Options | type[Options]") -> dict[str, Kind]:

@@ -169,6 +169,12 @@ class TaskFamily(Options, abc.ABC):
         """What decides which tasks there are (not their sizes); runs whose distributions are
         equal are evaluated on the same held-out tasks and may be compared."""
 
+    def test_overlap_record(self) -> dict[str, Any] | None:
+        """What the test tasks share with the training data, where the run was told to keep
+        it (the image families' ``test_overlap="keep"``), as ``eval.json`` records it;
+        ``None``: nothing shared."""
+        return None
+
     def describe(self) -> str:
         """A few words on the settings that shape a task, e.g. ``"K=20"``, for titles."""
         return ""

@@ -1,4 +1,5 @@
-"""Decoded image sets cached as ``.npz`` files, so that a set is decoded once.
+"""Decoded image sets, with their content hashes, cached as ``.npz`` files, so that a set is
+decoded and hashed once.
 
 The cache lives in ``$METAJAX_CACHE``, else ``$XDG_CACHE_HOME/metajax``, else
 ``~/.cache/metajax``. A set's file is named by a hash of its source's files, sizes and
@@ -18,7 +19,7 @@ from metajax._files import cache_dir, replace_atomically
 from metajax.data.image_set import ImageSet
 from metajax.data.source import ImageSource
 
-_CACHE_FORMAT = 2  # bump when the decoding changes, so that old caches are not used
+_CACHE_FORMAT = 3  # bump when the decoding or what is stored changes: old caches are not used
 
 
 def cache_file(source: ImageSource, settings: dict[str, Any]) -> Path:
@@ -48,6 +49,7 @@ def write_cache(path: Path, image_set: ImageSet) -> None:
                 labels=image_set.labels,
                 classes=np.asarray(image_set.classes),
                 groups=np.asarray(image_set.groups),
+                hashes=image_set.hashes,
             ),
         )
     except OSError:
@@ -65,6 +67,7 @@ def read_cache(path: Path) -> ImageSet | None:
                 labels=saved["labels"],
                 classes=tuple(str(c) for c in saved["classes"]),
                 groups=tuple(str(g) for g in saved["groups"]),
+                hashes=saved["hashes"],
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None  # a damaged cache file is decoded again and replaced

@@ -20,7 +20,7 @@ class ImageSource:
     """The image files of a directory or zip, by class folder (see :func:`scan`)."""
 
     path: Path
-    files: dict[str, list[str]]  # class name -> file names (paths under the root), sorted
+    files: dict[str, list[str]]  # class name -> file names (paths under the root), both sorted
 
     def read_all(self) -> Iterator[tuple[str, bytes]]:
         """Every image file's name and bytes, class by class, in the order of :attr:`files`
@@ -75,4 +75,5 @@ def scan(path: Path) -> ImageSource:
     empty = sorted(folder for folder in folders if folder not in files and folder not in parents)
     if empty:
         raise DataError(f"the class folder '{path}/{empty[0]}' holds no images; remove it")
-    return ImageSource(path, {name: sorted(names) for name, names in files.items()})
+    # Sorted by class, whatever order a zip lists its members in: labels are given in this order.
+    return ImageSource(path, {name: sorted(files[name]) for name in sorted(files)})

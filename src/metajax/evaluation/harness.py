@@ -117,7 +117,7 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
         if settings.tunes(run.config.algorithm):
             sizes["validation_tasks"] = settings.validation_tasks
         raise error.with_sizes(sizes) from None
-    return {
+    report = {
         "run": str(run.path),
         "family": run.config.family,
         "algorithm": run.config.algorithm.name,
@@ -126,6 +126,30 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
         "results": results,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    overlap = run.config.task.test_overlap_record()
+    if overlap is not None:
+        report["test_overlap"] = overlap
+    return report
+
+
+def _on_test_data(run: LoadedRun, settings: EvalSettings) -> LoadedRun:
+    """The run, to be tested on ``settings.test_data`` and with ``settings.test_overlap``
+    where they are given."""
+    changes = {
+        name: value
+        for name in ("test_data", "test_overlap")
+        if (value := getattr(settings, name)) is not None
+    }
+    if not changes:
+        return run
+    missing = [name for name in changes if name not in declared(run.config.task)]
+    if missing:
+        flag = "--" + missing[0].replace("_", "-")
+        raise EvaluationError(
+            f"{flag} is for runs of the image families; '{run.path}' is a run of "
+            f"{run.config.family}, whose tasks come from no image data"
+        )
+    return run._replace(config=run.config.replace(**changes))
 
 
 def evaluate(
@@ -160,18 +184,23 @@ def evaluate(
       where a task's value is not finite: adaptation diverged), ``<metric>_median`` (a diverged
       task counting as the worst), and ``non_finite``, the number of tasks whose loss is not
       finite; when tuned, ``validation`` (the grid and its mean validation score, ``None``
-      where it diverged). And ``baseline``, the same for the baseline run, if any.
+      where it diverged). For a run of the image families whose test classes share classes with
+      its training data that were kept (``test_overlap="keep"``), ``test_overlap``: how many
+      classes and images, and which. And ``baseline``, the same for the baseline run, if any.
 
     Raises:
       RunDirError: if a directory is not a finished run.
-      EvaluationError: if the baseline comes from other tasks, or tuning fails.
+      EvaluationError: if the baseline comes from other tasks, or tuning fails, or
+        ``settings.test_data`` is given for a run without image data.
+      DataError: if the test data share classes with the run's training data and
+        ``test_overlap`` is ``"refuse"`` (the run's own setting, unless the settings give one).
       OutOfMemoryError: if the evaluation needs more memory than the device has.
       FolderError: if the files cannot be written to ``out`` (checked before any work).
     """
-    run = load(path)
+    run = _on_test_data(load(path), settings)
     baseline_run = None
     if baseline is not None:  # loaded and checked before any work is done
-        baseline_run = load(baseline)
+        baseline_run = _on_test_data(load(baseline), settings)
         ours, theirs = run.config.task, baseline_run.config.task
         if (ours.name, ours.task_distribution()) != (theirs.name, theirs.task_distribution()):
             raise EvaluationError(

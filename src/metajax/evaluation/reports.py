@@ -94,6 +94,12 @@ def format_table(
         )
     if run.get("note"):  # eval.json files of metajax 0.2 have none
         lines.append(f"     note: {run['note']}")
+    if overlap := run.get("test_overlap"):
+        lines.append(
+            f"     not held out: {overlap['classes']} of the {overlap['of_classes']} test classes "
+            f"({overlap['images']} of {overlap['of_images']} images) are training classes, kept "
+            "by --test-overlap keep (test_overlap in eval.json)"
+        )
     return "\n".join(lines)
 
 

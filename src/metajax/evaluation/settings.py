@@ -11,6 +11,7 @@ from metajax.config import registry
 from metajax.config.algorithm import Algorithm
 from metajax.config.family import TaskFamily
 from metajax.config.run_config import presets
+from metajax.data.overlap import POLICIES as OVERLAP_POLICIES
 from metajax.options import Options
 
 STEP_SIZE_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
@@ -77,6 +78,23 @@ class EvalSettings(Options):
     )
     validation_tasks: int = options.integer(
         200, "validation tasks for choosing a step size", minimum=2
+    )
+
+    test_data: str | None = options.text(
+        None,
+        "image runs: test on the classes of this image set (a folder or zip of one folder per "
+        "class) instead of the run's test split",
+        metavar="PATH",
+        optional=True,
+        default_text="the run's test split",
+    )
+    test_overlap: str | None = options.choice(
+        None,
+        OVERLAP_POLICIES,
+        "image runs: what to do with test classes that are training classes, by name or by "
+        "any image in any rotation: refuse, keep (the report says how many), or drop them",
+        optional=True,
+        default_text="the run's, refuse unless it was trained otherwise",
     )
 
     def __post_init__(self) -> None:

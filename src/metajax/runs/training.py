@@ -194,11 +194,19 @@ def _check_data(out: Path, data: dict[str, Any] | None) -> None:
     """A run resumes only on the data it started with (as its ``data.json`` records it)."""
     path = out / run_dir.DATA
     saved = run_dir.read_json(path) if path.exists() else None
-    if saved != data:
+    if _splits(saved) != _splits(data):
         raise run_dir.RunDirError(
             f"the data differs from what '{path}' records of the run's start (the classes of "
             "each split, or the number of images); resume with the data the run started with"
         )
+
+
+def _splits(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``data.json`` says of the classes and images of each split (older runs' files
+    record more, or less, beside them)."""
+    if data is None:
+        return None
+    return {key: value for key, value in data.items() if key.endswith(("_classes", "_images"))}
 
 
 def finished(path: str | Path) -> bool:

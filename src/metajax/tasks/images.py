@@ -10,6 +10,7 @@ the cross-entropy, and accuracy the primary metric.
 
 import dataclasses
 import functools
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,11 +22,13 @@ from jax import Array
 from metajax import options
 from metajax.algorithms.maml import MAML
 from metajax.config import registry
+from metajax.config.algorithm import SettingWarning
 from metajax.config.family import Metric, TaskFamily, TrainedRun
 from metajax.config.run_config import RunConfig
 from metajax.core.linear_head import LinearHead
 from metajax.core.task import Task
 from metajax.data.image_set import DataError, ImageSet
+from metajax.data.overlap import POLICIES as OVERLAP_POLICIES
 from metajax.models import Conv4, conv4, cross_entropy
 from metajax.tasks.class_sampler import (
     ClassificationSampler,
@@ -45,8 +48,10 @@ class ImageClassification(TaskFamily):
     The classes (or, with ``split="groups"``, the groups: the folders above the class folders)
     are sorted by name; the last ``test_count`` of them are the test split, the
     ``validation_count`` before them the validation split and the rest the training split.
-    With ``test_data``, the test split is instead every class of that second image set whose
-    group is not in ``data`` (held-out alphabets, say).
+    With ``test_data``, the test split is instead every class of that second image set (held-out
+    alphabets, say). A held-out class that is a training class, by name or by any image in any
+    rotation, stops the run unless ``test_overlap`` says to keep or drop it
+    (:mod:`metajax.data.overlap`).
     """
 
     name: ClassVar[str] = "images"
@@ -75,10 +80,17 @@ class ImageClassification(TaskFamily):
     )
     test_data: str | None = options.text(
         None,
-        "a second image set for the test split: its classes whose group is not in --data",
+        "a second image set for the test split, of classes --data does not have",
         metavar="PATH",
         optional=True,
         default_text="none: the test classes come from --data",
+    )
+    test_overlap: str = options.choice(
+        "refuse",
+        OVERLAP_POLICIES,
+        "what to do with test (and validation) classes that are training classes, by name "
+        "(alphabet/character) or by any image in any rotation: refuse the data, keep them "
+        "(data.json and eval.json say how many), or drop them from the test split",
     )
     split: str = options.choice(
         "classes", ("classes", "groups"), "split the data by class, or by group (alphabet)"
@@ -141,6 +153,19 @@ class ImageClassification(TaskFamily):
             image_set = getattr(splits, name)
             if image_set.classes:  # no validation or test split is allowed
                 self._check_split(name, image_set, self.shots + self.query_shots)
+        for name, overlap, policy in splits.overlaps:
+            if policy == "kept":
+                text = (
+                    f"the {name} split shares {overlap.amount()} with the training data "
+                    f"({overlap.named()}), kept by `test_overlap` keep: its scores are not on "
+                    "held-out classes alone"
+                )
+            else:
+                text = (
+                    f"left out of the {name} split, by `test_overlap` drop: {overlap.amount()} "
+                    f"that the training data has ({overlap.named()})"
+                )
+            warnings.warn(text, SettingWarning, stacklevel=2)
         return splits.record()
 
     def training_sizes(self) -> tuple[int, int]:
@@ -162,7 +187,14 @@ class ImageClassification(TaskFamily):
             self.validation_count,
             self.test_count,
             self.image_set_settings(),
+            self.test_overlap,
         )
+
+    def test_overlap_record(self) -> dict[str, Any] | None:
+        """What the test split shares with the training data and was kept
+        (``test_overlap="keep"``), as ``eval.json`` records it; ``None`` if nothing."""
+        kept = self.splits().kept_overlap("test")
+        return None if kept is None else {**kept.record(), "policy": "kept"}
 
     def pool(self, split: str) -> ClassPool:
         """The images of a split (``train``, ``validation`` or ``test``) on the device."""
@@ -250,7 +282,15 @@ class ImageClassification(TaskFamily):
         return 15  # with K <= 5, every image of a 20-image Omniglot class is used
 
     def task_distribution(self) -> Any:
-        fields = ("data", "test_data", "split", "validation_count", "test_count", "ways")
+        fields = [
+            "data",
+            "test_data",
+            "test_overlap",
+            "split",
+            "validation_count",
+            "test_count",
+            "ways",
+        ]
         return (*(getattr(self, name) for name in fields), self.image_set_settings())
 
     def image_set_settings(self) -> tuple[int, int, bool]:
