@@ -135,6 +135,15 @@ def test_a_duplicate_across_the_splits_of_one_folder_is_refused(tmp_path):
     kept = family(root, test_count=3, test_overlap="drop").splits()
     assert "alphabet1/character02" not in kept.validation.classes
     assert len(kept.validation.classes) == 2 and len(kept.test.classes) == 3
+    # A test class is compared with the validation classes too.
+    other = alphabets(tmp_path / "other", groups=3, characters=4)
+    shutil.copy(other / "alphabet1/character03/001.png", other / "alphabet2/character03/000.png")
+    message = (
+        f"the test split of '{other}' shares 1 of 3 classes (1 of 18 images) with the training "
+        "and validation splits: 'alphabet2/character03' (training class 'alphabet1/character03'"
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        family(other, test_count=3).splits()
 
 
 def test_zip_members_in_any_order_keep_their_classes(tmp_path):

@@ -131,7 +131,8 @@ def _refusal(split: str, overlap: Overlap, data: str, test_data: str | None) -> 
         where = f"the test data '{test_data}' share {overlap.amount()} with the data '{data}'"
         fix = "give --test-data whose classes --data does not have"
     else:
-        where = f"the {split} split of '{data}' shares {overlap.amount()} with the training split"
+        earlier = "training split" if split == "validation" else "training and validation splits"
+        where = f"the {split} split of '{data}' shares {overlap.amount()} with the {earlier}"
         fix = "remove the duplicates from the data"
     return (
         f"{where}: {overlap.named()}; a model scored on them is not tested on held-out "
