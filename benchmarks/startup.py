@@ -3,7 +3,9 @@ sinusoid`` (20 000 meta-steps, figures and files included), cold (an empty compi
 and warm (the cache a first run filled), against the tutorial's own loop (ported to current
 JAX, ``sinusoid_throughput.run_tutorial``) doing the same 20 000 meta-steps in a process of
 its own, from the start of the process to its exit, in the same run of this script; median of
-``--runs`` processes each.
+``--runs`` processes each. Also ``metajax --help`` and ``metajax train sinusoid --help``, cold
+(nothing kept in metajax's cache folder: the parser is built, which imports JAX) and warm (the
+pages a first command kept there).
 
 Run:  python benchmarks/startup.py [--runs 5] [--tutorial-runs 5]
 """
@@ -38,8 +40,13 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     times: dict[str, list[float]] = {"cold": [], "warm": [], "tutorial loop": []}
+    helps = ("--help", "train sinusoid --help")
+    help_times: dict[str, list[float]] = {
+        f"{line} {kind}": [] for line in helps for kind in ("cold", "warm")
+    }
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
+        env["METAJAX_CACHE"] = str(root / "cache")  # not the user's: the help pages kept too
         train = [sys.executable, "-m", "metajax", "train", "sinusoid", "--no-progress"]
         warm_cache = str(root / "warm-cache")
         seconds(
@@ -55,10 +62,16 @@ def main() -> None:
                 times["warm"].append(seconds([*train, "--out", str(root / f"warm-{run}")], warm))
             if run < args.tutorial_runs:
                 times["tutorial loop"].append(seconds(tutorial, env))
+            for line in helps:
+                words = [sys.executable, "-m", "metajax", *line.split()]
+                empty = {**env, "METAJAX_CACHE": str(root / f"help-{run}-{len(line)}")}
+                help_times[f"{line} cold"].append(seconds(words, empty))
+                help_times[f"{line} warm"].append(seconds(words, env))
+    times.update(help_times)
     medians = {kind: statistics.median(values) for kind, values in times.items()}
     for kind, values in times.items():
         listed = ", ".join(f"{value:.2f}" for value in values)
-        print(f"{kind:>14}: median {medians[kind]:.2f} s ({listed})")
+        print(f"{kind:>27}: median {medians[kind]:.2f} s ({listed})")
     loop = medians["tutorial loop"]
     print(
         f"the tutorial loop's process takes {loop / medians['cold']:.1f}x as long as metajax's "

@@ -2,6 +2,6 @@
 
 import sys
 
-from metajax.cli.dispatch import main
+from metajax.cli import main
 
 sys.exit(main())

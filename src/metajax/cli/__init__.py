@@ -6,4 +6,4 @@ metajax.algorithms, metajax.config, metajax.core, metajax.data, metajax.models,
 metajax.options, metajax.plots, metajax._files and metajax._validation.
 """
 
-from metajax.cli.dispatch import main as main
+from metajax.cli.command import main as main

@@ -11,12 +11,12 @@ from typing import TextIO
 
 from metajax._files import FolderError
 from metajax._validation import OptionError
-from metajax.cli import console
+from metajax.cli import console, help_text
 from metajax.cli.commands import adapt_command, data_command, eval_command, plot_command
 from metajax.cli.flags import flag_name, renamed_hint
 from metajax.cli.parser import build_parser
 from metajax.cli.train_command import train_command
-from metajax.config import registry
+from metajax.config import plugins
 from metajax.config.algorithm import SettingWarning
 from metajax.core import multi_process
 from metajax.core.memory import OutOfMemoryError
@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     console.escape_output()
     try:
         parser = build_parser()
-    except registry.PluginError as error:
+    except plugins.PluginError as error:
         print(f"metajax: error: {error}", file=sys.stderr)
         return 1
+    help_text.keep(parser)
     args, extras = parser.parse_known_args(argv)
     if extras:
         hint = renamed_hint(args, extras)

@@ -8,22 +8,27 @@ else, so a new one is a module that registers itself:
 - an algorithm: an :class:`~metajax.Algorithm` dataclass decorated with
   :func:`register_algorithm`.
 
-metajax registers its own when it is imported. A package of yours can make the ``metajax``
+metajax's own (:data:`BUILT_IN`) are imported by module name, as plugins are, when the
+registry is first asked for its names or before a family or algorithm of yours is registered
+(so that a clash with one of them is found there). A package of yours can make the ``metajax``
 command load its modules by naming them as entry points of the group ``metajax.plugins`` (in
-``pyproject.toml``: ``[project.entry-points."metajax.plugins"] mine = "mypackage.tasks"``).
+``pyproject.toml``: ``[project.entry-points."metajax.plugins"] mine = "mypackage.tasks"``; see
+:mod:`metajax.config.plugins`).
 """
 
 import dataclasses
-from importlib.metadata import entry_points
+import importlib
 from typing import Any, TypeVar
 
 from metajax._validation import OptionError
+from metajax.config import plugins
 from metajax.config.algorithm import Algorithm
 from metajax.config.family import TaskFamily
 from metajax.config.training_settings import TrainSettings
 from metajax.options import declared
 
-PLUGIN_GROUP = "metajax.plugins"
+BUILT_IN = ("metajax.algorithms", "metajax.tasks")
+"""The modules that register metajax's own algorithms and task families, in that order."""
 
 COMMAND_LINE_NAMES = frozenset(
     {
@@ -39,7 +44,7 @@ name. The command line's tests check that these are its options."""
 
 _FAMILIES: dict[str, type[TaskFamily]] = {}
 _ALGORITHMS: dict[str, type[Algorithm]] = {}
-_plugins_loaded = False
+_built_in_loaded = False
 
 T = TypeVar("T", bound=type[TaskFamily] | type[Algorithm])
 F = TypeVar("F", bound=type[TaskFamily])
@@ -48,6 +53,14 @@ A = TypeVar("A", bound=type[Algorithm])
 
 def _origin(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _load_built_in() -> None:
+    global _built_in_loaded
+    if not _built_in_loaded:
+        _built_in_loaded = True  # first: their modules register while they are imported
+        for module in BUILT_IN:
+            importlib.import_module(module)
 
 
 def _register(table: dict[str, Any], cls: T, what: str, reserved: dict[str, str]) -> T:
@@ -84,6 +97,13 @@ def _reserved(others: dict[str, Any], what: str) -> dict[str, str]:
     return reserved
 
 
+def _before_registering(cls: type) -> None:
+    # Not for metajax's own: one imported on its own (metajax.tasks.sinusoid, say) is
+    # registering while its package, which the built-in modules import, is half imported.
+    if not cls.__module__.startswith("metajax."):
+        _load_built_in()
+
+
 def register_family(cls: F) -> F:
     """Registers a task family, a :class:`~metajax.TaskFamily` dataclass, under its ``name``.
 
@@ -95,6 +115,7 @@ def register_family(cls: F) -> F:
     Raises:
       ValueError: for a missing name, a name already taken, or a clash of settings.
     """
+    _before_registering(cls)
     return _register(_FAMILIES, cls, "task family", _reserved(_ALGORITHMS, "algorithm"))
 
 
@@ -109,6 +130,7 @@ def register_algorithm(cls: A) -> A:
     Raises:
       ValueError: for a missing name, a name already taken, or a clash of settings.
     """
+    _before_registering(cls)
     for other in _ALGORITHMS.values():
         theirs = declared(other)
         for field, kind in declared(cls).items():
@@ -121,39 +143,26 @@ def register_algorithm(cls: A) -> A:
     return _register(_ALGORITHMS, cls, "algorithm", _reserved(_FAMILIES, "task family"))
 
 
-class PluginError(ImportError):
-    """A plugin named by an entry point of the group ``metajax.plugins`` that failed to load."""
-
-
-def load_plugins() -> None:
-    """Imports the modules named by the entry points of the group ``metajax.plugins``, once.
+def _load_all() -> None:
+    """Registers metajax's own families and algorithms, then the plugins'
+    (:func:`metajax.config.plugins.load`), once.
 
     Raises:
       PluginError: naming the plugin, if one fails to load (and again at the next call).
     """
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    for entry_point in entry_points(group=PLUGIN_GROUP):
-        try:
-            entry_point.load()
-        except Exception as error:
-            raise PluginError(
-                f"the metajax plugin {entry_point.name!r} ({entry_point.value}) failed to "
-                f"load: {error}"
-            ) from error
-    _plugins_loaded = True
+    _load_built_in()
+    plugins.load()
 
 
 def families() -> dict[str, type[TaskFamily]]:
     """The registered task families by name, in the order they were registered."""
-    load_plugins()
+    _load_all()
     return dict(_FAMILIES)
 
 
 def algorithms() -> dict[str, type[Algorithm]]:
     """The registered algorithms by name, in the order they were registered."""
-    load_plugins()
+    _load_all()
     return dict(_ALGORITHMS)
 
 

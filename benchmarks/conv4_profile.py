@@ -1,0 +1,162 @@
+"""How close the Conv4's second-order meta-step comes to what this CPU can compute.
+
+The setting of ``benchmarks/omniglot_throughput.py``'s hardest row: the Omniglot ``small-5way``
+preset at 5-way 1-shot, 1 query image per class, meta-batch 32, one inner step of 0.4, second
+order. The script compiles metajax's training loop and reports:
+
+- XLA's own count of the floating-point operations and bytes of one meta-step (the compiled
+  program's cost analysis, of a loop of one step: XLA counts a loop's body once), and the
+  share of those operations in matrix products (``dot`` instructions of the optimised HLO,
+  each ``2 * output size * contracted size``);
+- the meta-steps/s of the compiled loop, median of ``--rounds`` rounds of ``--steps`` steps,
+  and the GFLOP/s that makes;
+- two ceilings measured in the same process on every core: a large square float32 matrix
+  product (``--peak-size``), the most this CPU does through XLA; and the matrix products of
+  the meta-step itself, each timed alone at its own shape, the most the Conv4's shapes allow.
+
+Run:  python benchmarks/conv4_profile.py [--data ZIP] [--rounds 5] [--steps 20]
+"""
+
+import argparse
+import re
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+import metajax
+from metajax.runs.setup import build
+
+DEFAULT_DATA = (
+    Path(__file__).resolve().parents[2] / "shared/data/omniglot/images_background_small1.zip"
+)
+_DOT = re.compile(r"= f32\[([\d,]*)\]\S* dot\(f32\[([\d,]*)\]\S* \S+, f32\[([\d,]*)\]\S* \S+\)(.*)")
+
+Dot = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]
+"""A ``dot``: output, left and right shapes, and its left and right contracting and batch
+dimensions."""
+
+
+def dims(text: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in text.split(",") if d)
+
+
+def dots(hlo: str) -> list[Dot]:
+    """Every float32 ``dot`` of an HLO module."""
+    found = []
+    for match in _DOT.finditer(hlo):
+        out, lhs, rhs, rest = match.groups()
+
+        def numbers(name: str, rest: str = rest) -> tuple[int, ...]:
+            given = re.search(name + r"=\{([\d,]*)\}", rest)
+            return dims(given.group(1)) if given else ()
+
+        kinds = ("lhs_contracting_dims", "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims")
+        found.append((dims(out), dims(lhs), dims(rhs), tuple(numbers(k) for k in kinds)))
+    return found
+
+
+def dot_flops(dot: Dot) -> int:
+    out, lhs, _, (lhs_contract, *_) = dot
+    return 2 * int(np.prod(out)) * int(np.prod([lhs[d] for d in lhs_contract]))
+
+
+def seconds_per_call(function: Callable[[], jax.Array], calls: int) -> float:
+    function().block_until_ready()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            result = function()
+        result.block_until_ready()
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def dot_alone(dot: Dot) -> float:
+    """Seconds of one ``dot`` of this shape, compiled alone, on random inputs."""
+    out, lhs, rhs, (lhs_contract, rhs_contract, lhs_batch, rhs_batch) = dot
+    numbers = ((lhs_contract, rhs_contract), (lhs_batch, rhs_batch))
+    keys = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(keys[0], lhs)
+    b = jax.random.normal(keys[1], rhs)
+    product = jax.jit(lambda a, b: jax.lax.dot_general(a, b, numbers))
+    assert product(a, b).shape == out, dot
+    return seconds_per_call(lambda: product(a, b), 20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="an Omniglot zip")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="meta-steps per round")
+    parser.add_argument("--peak-size", type=int, default=2048)
+    args = parser.parse_args()
+
+    config = metajax.presets("omniglot")["small-5way"].replace(
+        data=str(args.data), test_data=None, ways=5, shots=1, query_shots=1,
+        meta_batch_size=32, inner_steps=1, inner_lr=0.4,
+    )  # fmt: skip
+    setup = build(config)
+
+    def loop(steps: int) -> Any:
+        return eqx.filter_jit(
+            lambda sampler, state: metajax.train_steps(
+                setup.learner, setup.optimizer, sampler, state, steps
+            )
+        )
+
+    one = loop(1).lower(setup.sample_tasks, setup.initial_state).compile()
+    cost = one.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops, bytes_accessed = float(cost["flops"]), float(cost["bytes accessed"])
+    products = dots(one.as_text())
+    matmul_flops = sum(dot_flops(d) for d in products)
+
+    many = loop(args.steps)
+    state = setup.initial_state
+    many(setup.sample_tasks, state)[1].block_until_ready()  # compiles
+    rates = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        state, losses = many(setup.sample_tasks, state)
+        losses.block_until_ready()
+        rates.append(args.steps / (time.perf_counter() - start))
+    rate = statistics.median(rates)
+
+    n = args.peak_size
+    square = jax.random.normal(jax.random.key(1), (n, n))
+    product = jax.jit(lambda a: a @ a)
+    peak = 2 * n**3 / seconds_per_call(lambda: product(square), 10) / 1e9
+
+    dot_seconds = sum(dot_alone(d) for d in products)
+
+    print(f"devices: {jax.devices()}, jax {jax.__version__}")
+    print(
+        f"one meta-step: {flops / 1e9:.2f} GFLOP by XLA's count "
+        f"({matmul_flops / 1e9:.2f} GFLOP in {len(products)} matrix products, "
+        f"{matmul_flops / flops:.0%}), {bytes_accessed / 1e9:.2f} GB accessed"
+    )
+    print(
+        f"metajax: {rate:.2f} meta-steps/s (rounds: {', '.join(f'{r:.2f}' for r in rates)}), "
+        f"{rate * flops / 1e9:.1f} GFLOP/s"
+    )
+    print(f"ceiling, a {n}x{n} float32 product: {peak:.1f} GFLOP/s")
+    print(
+        f"ceiling, the meta-step's own matrix products, each alone: {dot_seconds * 1e3:.1f} ms "
+        f"per meta-step, {matmul_flops / dot_seconds / 1e9:.1f} GFLOP/s, "
+        f"{1 / dot_seconds:.2f} meta-steps/s if nothing else took time"
+    )
+    print(
+        f"metajax reaches {rate * flops / 1e9 / peak:.0%} of the square product's GFLOP/s; "
+        f"the products alone take {dot_seconds * rate:.0%} of its meta-step"
+    )
+
+
+if __name__ == "__main__":
+    main()
