@@ -35,7 +35,8 @@ from metajax.runs.setup import build
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared/data/omniglot/images_background_small1.zip"
 )
-_DOT = re.compile(r"= f32\[([\d,]*)\]\S* dot\(f32\[([\d,]*)\]\S* \S+, f32\[([\d,]*)\]\S* \S+\)(.*)")
+_SHAPE = re.compile(r"(%[\w.\-]+) = f32\[([\d,]*)\]")
+_DOT = re.compile(r"= f32\[([\d,]*)\]\S* dot\((%[\w.\-]+), (%[\w.\-]+)\)(.*)")
 
 Dot = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]
 """A ``dot``: output, left and right shapes, and its left and right contracting and batch
@@ -47,17 +48,20 @@ def dims(text: str) -> tuple[int, ...]:
 
 
 def dots(hlo: str) -> list[Dot]:
-    """Every float32 ``dot`` of an HLO module."""
+    """Every float32 ``dot`` of an optimised HLO module (which names its operands without their
+    shapes: those are found where each operand is defined)."""
+    shapes = {name: dims(shape) for name, shape in _SHAPE.findall(hlo)}
     found = []
     for match in _DOT.finditer(hlo):
-        out, lhs, rhs, rest = match.groups()
+        out, lhs_name, rhs_name, rest = match.groups()
+        lhs, rhs = shapes[lhs_name], shapes[rhs_name]
 
         def numbers(name: str, rest: str = rest) -> tuple[int, ...]:
             given = re.search(name + r"=\{([\d,]*)\}", rest)
             return dims(given.group(1)) if given else ()
 
         kinds = ("lhs_contracting_dims", "rhs_contracting_dims", "lhs_batch_dims", "rhs_batch_dims")
-        found.append((dims(out), dims(lhs), dims(rhs), tuple(numbers(k) for k in kinds)))
+        found.append((dims(out), lhs, rhs, tuple(numbers(k) for k in kinds)))
     return found
 
 
@@ -111,7 +115,8 @@ def main() -> None:
             )
         )
 
-    one = loop(1).lower(setup.sample_tasks, setup.initial_state).compile()
+    # equinox wraps JAX's compiled program; its cost analysis and HLO are on the program.
+    one = loop(1).lower(setup.sample_tasks, setup.initial_state).compile().compiled
     cost = one.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops, bytes_accessed = float(cost["flops"]), float(cost["bytes accessed"])
