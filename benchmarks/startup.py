@@ -62,9 +62,9 @@ def main() -> None:
                 times["warm"].append(seconds([*train, "--out", str(root / f"warm-{run}")], warm))
             if run < args.tutorial_runs:
                 times["tutorial loop"].append(seconds(tutorial, env))
-            for line in helps:
+            for index, line in enumerate(helps):
                 words = [sys.executable, "-m", "metajax", *line.split()]
-                empty = {**env, "METAJAX_CACHE": str(root / f"help-{run}-{len(line)}")}
+                empty = {**env, "METAJAX_CACHE": str(root / f"help-{run}-{index}")}
                 help_times[f"{line} cold"].append(seconds(words, empty))
                 help_times[f"{line} warm"].append(seconds(words, env))
     times.update(help_times)

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from importlib.metadata import version
+from importlib.metadata import EntryPoint, version
 from pathlib import Path
 
 from metajax._files import cache_dir
@@ -32,11 +32,11 @@ _HELP_FLAGS = ("-h", "--help")
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def _source_files() -> list[Path] | None:
+def _source_files(entry_points: list[EntryPoint]) -> list[Path] | None:
     """The source files of metajax and of each plugin; ``None`` if a plugin's is not found
     (the parser, built in full, then says what is wrong with it)."""
     files = sorted(_PACKAGE.rglob("*.py"))
-    for entry_point in plugins.entry_points_of_plugins():
+    for entry_point in entry_points:
         top = entry_point.module.split(".")[0]
         try:
             spec = importlib.util.find_spec(top)  # a top-level name: nothing is imported
@@ -54,15 +54,17 @@ def _source_files() -> list[Path] | None:
 
 def key() -> str | None:
     """The key of the help pages this process would print; ``None`` if it cannot be known."""
-    files = _source_files()
+    entry_points = plugins.entry_points_of_plugins()
+    files = _source_files(entry_points)
     if files is None:
         return None
     parts = [sys.version, version("metajax"), str(shutil.get_terminal_size().columns)]
-    parts.extend(f"{e.name}={e.value}" for e in plugins.entry_points_of_plugins())
+    parts.extend(f"{e.name}={e.value}" for e in entry_points)
     try:
-        parts.extend(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        stats = [(f, f.stat()) for f in files]
     except OSError:
         return None
+    parts.extend(f"{f}:{stat.st_size}:{stat.st_mtime_ns}" for f, stat in stats)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -116,9 +118,11 @@ def keep(parser: argparse.ArgumentParser) -> None:
     """Writes the help pages of ``parser`` for this key, unless they are kept already. A folder
     that cannot be written costs nothing but the speed of the next ``--help``."""
     help_key = key()
-    if help_key is None or _file(help_key).is_file():
+    if help_key is None:
         return
     path = _file(help_key)
+    if path.is_file():
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A name of its own, so that two processes writing the same key never mix.
