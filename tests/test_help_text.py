@@ -9,7 +9,17 @@ import pytest
 
 from metajax.cli import command, dispatch, help_text
 
-PAGES = ["", "train", "train sinusoid", "train omniglot", "train images", "eval", "plot", "adapt"]
+PAGES = [
+    "",
+    "train",
+    "train sinusoid",
+    "train omniglot",
+    "train images",
+    "eval",
+    "plot",
+    "adapt",
+    "data",
+]
 
 
 @pytest.fixture

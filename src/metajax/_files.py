@@ -3,6 +3,7 @@ renamed over the old one), and into folders checked before any work; and where m
 its caches. It imports no other part of metajax."""
 
 import os
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,16 +22,29 @@ def cache_dir() -> Path:
 def write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Creates ``path`` with ``write(file)`` and flushes and fsyncs it before returning."""
     with open(path, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
+        _write_and_sync(file, write)
+
+
+def _write_and_sync(file: BinaryIO, write: Callable[[BinaryIO], object]) -> None:
+    write(file)
+    file.flush()
+    os.fsync(file.fileno())
 
 
 def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Writes ``path`` with ``write(file)``: readers see the old file or the new one, whole."""
-    temporary = path.with_name(path.name + ".tmp")
-    write_synced(temporary, write)
-    os.replace(temporary, path)
+    """Writes ``path`` with ``write(file)``: readers see the old file or the new one, whole,
+    and two processes writing it at once each rename a file of their own over it. A write that
+    fails leaves the old file and no temporary one."""
+    # A name of its own in the same folder (a rename across file systems is not atomic),
+    # created with the umask's permissions, as open() creates the file it replaces.
+    temporary = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            _write_and_sync(file, write)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 class FolderError(OSError):
