@@ -91,7 +91,7 @@ def test_a_later_run_loads_the_programs_and_survives_damaged_entries(tmp_path, c
 
 def test_the_default_run_compiles_four_programs(tmp_path, child_env):
     # The README's first command, cold: the initial state, the training loop, the figure's key
-    # and its adaptation curves; no eager one-op programs.
+    # and its adaptation curves, each once; no eager one-op programs.
     env = {**child_env, "METAJAX_COMPILATION_CACHE": "off", "JAX_LOG_COMPILES": "1"}
     env.pop("JAX_COMPILATION_CACHE_DIR")
     result = subprocess.run(
@@ -103,9 +103,10 @@ def test_the_default_run_compiles_four_programs(tmp_path, child_env):
     )
     assert result.returncode == 0, result.stderr
     compiled = re.findall(r"Finished XLA compilation of (\S+)", result.stderr)
-    assert compiled == [
-        "jit(initialise)",
-        "jit(train_steps_on)",
-        "jit(stream_key)",
+    # The figure's two are compiled on a thread of their own while training compiles and runs.
+    assert sorted(compiled) == [
         "jit(_adaptation_curves)",
+        "jit(initialise)",
+        "jit(stream_key)",
+        "jit(train_steps_on)",
     ]

@@ -7,9 +7,11 @@ depends on a family metajax ships.
 import hashlib
 import json
 import shutil
+import threading
 
 import fakes
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from fakes import line_config
@@ -181,6 +183,23 @@ def test_running_out_of_memory_after_training_keeps_the_run(tmp_path, monkeypatc
     assert (out / "params.eqx").exists() and checkpoints.latest(out / "checkpoints").step == 20
     monkeypatch.undo()
     assert metajax.resume(out, progress=False)["resumed_from_step"] == 20
+
+
+def test_the_figure_is_prepared_meanwhile_and_a_failure_there_costs_only_the_speed(
+    tmp_path, monkeypatch
+):
+    seen = []
+
+    def prepare_and_fail(self, run, adapt_steps, key):
+        seen.append((threading.current_thread().name, jax.tree.map(jnp.shape, run.meta_params)))
+        raise RuntimeError("as if the figure could not be compiled")
+
+    monkeypatch.setattr(fakes.Lines, "prepare_example", prepare_and_fail)
+    out = tmp_path / "run"
+    metajax.train(line_config(meta_steps=20, steps_per_call=10), out, progress=False)
+    trained = jax.tree.map(jnp.shape, metajax.load(out).meta_params)
+    assert seen == [("prepare figures", trained)]
+    assert (out / "adaptation.png").stat().st_size > 0 and (out / "summary.json").exists()
 
 
 def test_a_changed_byte_of_params_is_named_by_eval_adapt_and_plot(finished_run, tmp_path, capsys):

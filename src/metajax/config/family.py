@@ -184,6 +184,11 @@ class TaskFamily(Options, abc.ABC):
         """Draws the family's example figure (``adaptation.png``): the trained ``run`` adapting
         to one held-out task drawn with ``key``, after 0 to ``adapt_steps`` inner steps."""
 
+    def prepare_example(self, run: TrainedRun, adapt_steps: int, key: Array) -> None:
+        """Compiles what :meth:`plot_example` will compute, for a ``run`` whose parameters have
+        the trained ones' shapes (training calls it with the initial ones, on a thread of its
+        own, so that the figure's compilation overlaps training's); by default nothing."""
+
     @classmethod
     def upgrade_config(cls, values: dict[str, Any], config_format: int) -> dict[str, Any]:
         """A config of an older format as the current format's dict (see

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 from metajax.config import registry
 from metajax.config.family import family_learner
 from metajax.config.run_config import RunConfig
+from metajax.config.streams import TEST_STREAM, stream_key
 from metajax.core import multi_process, sharding
 from metajax.core.memory import OutOfMemoryError
 from metajax.runs import checkpoints, metrics, run_dir, training_run
@@ -232,8 +233,7 @@ def _train(
         with StopSignals() as stop, contextlib.ExitStack() as closing:
             setup = build(config, 1 if mesh is None else mesh.size)
             writer = multi_process.is_writer()
-            if plots and writer:
-                _import_plotting_meanwhile()
+            figures = _Figures(out, config, setup, mesh) if plots and writer else None
             all_sinks = list(sinks)
             if tensorboard and writer:
                 board = _tensorboard_sink(out, config, resume)
@@ -260,9 +260,9 @@ def _train(
             if writer:
                 sha256 = run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
                 summary["params_sha256"] = sha256
-                if plots:
+                if figures is not None:
                     stop.raise_if_received(out, steps, steps)
-                    _draw_figures(out, config, setup, outcome.state.meta_params, mesh)
+                    figures.draw(outcome.state.meta_params)
                 stop.raise_if_received(out, steps, steps)
                 run_dir.write_json(out / run_dir.SUMMARY, summary)
     except OutOfMemoryError as error:
@@ -274,29 +274,42 @@ def _train(
     return summary
 
 
-def _import_plotting_meanwhile() -> None:
-    """Imports matplotlib (about 0.6 s) on a thread of its own while the run trains, which
-    leaves the Python thread free while the compiled calls run, so that the figures do not wait
-    for it at the end; an import writes nothing, so a run stopped meanwhile loses nothing."""
-    threading.Thread(
-        target=importlib.import_module,
-        args=("metajax.plots",),
-        name="import matplotlib",
-        daemon=True,
-    ).start()
+class _Figures:
+    """The run's figures. Made as the run starts, it starts a thread that, while the run
+    trains, imports matplotlib (about 0.6 s) and compiles the family's figure for the initial
+    parameters (which have the trained ones' shapes): the Python thread is free while the
+    compiled training calls run, so the figures then wait for little but drawing. The thread
+    writes nothing, so a run stopped meanwhile loses nothing; if it fails, drawing meets the
+    error again and reports it."""
 
+    def __init__(self, out: Path, config: RunConfig, setup: Setup, mesh: Mesh | None):
+        self.out, self.mesh = out, mesh
+        self.adapt_steps = PlotSettings().adapt_steps
+        learner = family_learner(config.task, config.algorithm, setup.static)
+        # One learner for both, so that the figure's compiled program is found again.
+        self.run = LoadedRun(
+            out, config, setup.initial_state.meta_params, setup.static, learner, setup.loss_fn
+        )
+        self.thread = threading.Thread(target=self._prepare, name="prepare figures", daemon=True)
+        self.thread.start()
 
-def _draw_figures(
-    out: Path, config: RunConfig, setup: Setup, meta_params: Any, mesh: Mesh | None
-) -> None:
-    """The run's figures, from the parameters in memory on one device; from the saved ones,
-    on one device, where they are sharded over a mesh."""
-    if mesh is not None:
-        plot(out)
-        return
-    learner = family_learner(config.task, config.algorithm, setup.static)
-    run = LoadedRun(out, config, meta_params, setup.static, learner, setup.loss_fn)
-    draw(run, adapt_steps=PlotSettings().adapt_steps)
+    def _prepare(self) -> None:
+        try:
+            importlib.import_module("metajax.plots")
+            if self.mesh is None:
+                key = stream_key(0, TEST_STREAM)
+                self.run.config.task.prepare_example(self.run, self.adapt_steps, key)
+        except Exception:  # met again, and reported, when the figures are drawn
+            pass
+
+    def draw(self, meta_params: Any) -> None:
+        """Draws the figures from the trained parameters in memory on one device; from the
+        saved ones, on one device, where they are sharded over a mesh."""
+        self.thread.join()
+        if self.mesh is not None:
+            plot(self.out)
+            return
+        draw(self.run._replace(meta_params=meta_params), adapt_steps=self.adapt_steps)
 
 
 def _summary(

@@ -240,6 +240,11 @@ class SinusoidConfig(TaskFamily):
             ),
         )
 
+    def prepare_example(self, run: TrainedRun, adapt_steps: int, key: Array) -> None:
+        jax.block_until_ready(
+            _adaptation_curves(run.learner, run.meta_params, run.static, self, adapt_steps, key)
+        )
+
     @classmethod
     def upgrade_config(cls, values: dict[str, Any], config_format: int) -> dict[str, Any]:
         """Format 1, metajax 0.1's: flat keys, with ``k_shot``, ``k_query`` and ``steps``."""
