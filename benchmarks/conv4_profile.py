@@ -14,7 +14,14 @@ order. The script compiles metajax's training loop and reports:
   product (``--peak-size``), the most this CPU does through XLA; and the matrix products of
   the meta-step itself, each timed alone at its own shape, the most the Conv4's shapes allow.
 
+With ``--formulations``, it times instead, interleaved in one process, the meta-step with
+metajax's sliced convolution (``metajax.models.conv2d``: nine strided slices concatenated, one
+product) against two other writings of it: ``sum9``, the sum of nine products of the slices,
+with no concatenation; ``rows3``, three column slices concatenated, then the sum of three
+products of their row slices.
+
 Run:  python benchmarks/conv4_profile.py [--data ZIP] [--rounds 5] [--steps 20]
+      python benchmarks/conv4_profile.py --formulations [--rounds 4] [--steps 10]
 """
 
 import argparse
@@ -27,9 +34,11 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import metajax
+from metajax import models
 from metajax.runs.setup import build
 
 DEFAULT_DATA = (
@@ -94,18 +103,89 @@ def dot_alone(dot: Dot) -> float:
     return seconds_per_call(lambda: product(a, b), 20)
 
 
+def _padded(x: jax.Array, kernel: tuple[int, int], stride: int) -> tuple[jax.Array, int, int]:
+    """``x`` padded as ``"SAME"`` pads it (the odd pixel after), and the output's height and
+    width."""
+    (kh, kw), (_, height, width, _) = kernel, x.shape
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    pad_h = max((out_h - 1) * stride + kh - height, 0)
+    pad_w = max((out_w - 1) * stride + kw - width, 0)
+    pads = ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    return jnp.pad(x, pads), out_h, out_w
+
+
+def conv_sum9(x: jax.Array, weight: jax.Array, stride: int = 1, **_: Any) -> jax.Array:
+    """The sum of ``kh * kw`` products of strided slices: no concatenation."""
+    kh, kw = weight.shape[:2]
+    padded, out_h, out_w = _padded(x, (kh, kw), stride)
+    rows, cols = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    return sum(
+        padded[:, i : i + rows : stride, j : j + cols : stride] @ weight[i, j]
+        for i in range(kh)
+        for j in range(kw)
+    )
+
+
+def conv_rows3(x: jax.Array, weight: jax.Array, stride: int = 1, **_: Any) -> jax.Array:
+    """``kw`` column slices concatenated, then the sum of ``kh`` products of their row slices."""
+    kh, kw, channels, features = weight.shape
+    padded, out_h, out_w = _padded(x, (kh, kw), stride)
+    rows, cols = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    columns = jnp.concatenate([padded[:, :, j : j + cols : stride] for j in range(kw)], axis=-1)
+    return sum(
+        columns[:, i : i + rows : stride] @ weight[i].reshape(kw * channels, features)
+        for i in range(kh)
+    )
+
+
+FORMULATIONS = {"metajax": models.conv2d, "sum9": conv_sum9, "rows3": conv_rows3}
+
+
+def compare_formulations(config: metajax.RunConfig, steps: int, rounds: int) -> None:
+    """Meta-steps/s of the meta-step with each of :data:`FORMULATIONS`, rounds interleaved."""
+    loops = {}
+    try:
+        for name, conv in FORMULATIONS.items():
+            models.conv2d = conv  # the Conv4 calls it by this name
+            setup = build(config)
+            loop = eqx.filter_jit(
+                lambda sampler, state, setup=setup: metajax.train_steps(
+                    setup.learner, setup.optimizer, sampler, state, steps
+                )
+            )
+            jax.block_until_ready(loop(setup.sample_tasks, setup.initial_state))  # compiles
+            loops[name] = (loop, setup)
+    finally:
+        models.conv2d = FORMULATIONS["metajax"]
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, (loop, setup) in loops.items():
+            start = time.perf_counter()
+            jax.block_until_ready(loop(setup.sample_tasks, setup.initial_state))
+            rates[name].append(steps / (time.perf_counter() - start))
+    for name, values in rates.items():
+        listed = ", ".join(f"{value:.2f}" for value in values)
+        print(f"{name:>8}: {statistics.median(values):.2f} meta-steps/s ({listed})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="an Omniglot zip")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="meta-steps per round")
     parser.add_argument("--peak-size", type=int, default=2048)
+    parser.add_argument(
+        "--formulations", action="store_true", help="time other writings of the convolution"
+    )
     args = parser.parse_args()
 
     config = metajax.presets("omniglot")["small-5way"].replace(
         data=str(args.data), test_data=None, ways=5, shots=1, query_shots=1,
         meta_batch_size=32, inner_steps=1, inner_lr=0.4,
     )  # fmt: skip
+    if args.formulations:
+        compare_formulations(config, args.steps, args.rounds)
+        return
     setup = build(config)
 
     def loop(steps: int) -> Any:
