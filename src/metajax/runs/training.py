@@ -290,7 +290,9 @@ class _Figures:
         self.run = LoadedRun(
             out, config, setup.initial_state.meta_params, setup.static, learner, setup.loss_fn
         )
-        self.thread = threading.Thread(target=self._prepare, name="prepare figures", daemon=True)
+        # Not a daemon: a run that ends early (an error, Ctrl-C) waits the second or so the
+        # thread needs, rather than have the interpreter stop it inside an XLA compilation.
+        self.thread = threading.Thread(target=self._prepare, name="prepare figures")
         self.thread.start()
 
     def _prepare(self) -> None:
