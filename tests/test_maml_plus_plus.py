@@ -5,12 +5,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from numeric import central_differences, float64_tasks, linear_loss
 
 import metajax
 from metajax import OptionError, Task, maml, maml_plus_plus
 from metajax.algorithms.maml_plus_plus import step_loss_weights
+from metajax.core.meta_steps import outer_optimizer
 
 
 def reference_weights(inner_steps, anneal_steps, meta_step):
@@ -216,9 +218,46 @@ def test_the_default_pattern_picks_conv4_batch_norm_and_nothing_in_the_mlp():
     assert jax.tree.leaves(none.init(conv)["per_step"]) == []
 
 
+def test_the_step_sizes_move_at_their_own_multiple_of_the_outer_learning_rate():
+    with jax.enable_x64(True):
+        tasks = float64_tasks()
+        params = jax.tree.map(lambda x: x.astype(jnp.float64), LINEAR)
+
+        def first_update(scale, optimizer):
+            learner = maml_plus_plus(
+                linear_loss, initial_lr=0.05, inner_steps=2, per_step=None,
+                step_size_lr_scale=scale,
+            )  # fmt: skip
+            meta_params = learner.init(params)
+            _, grads = learner.meta_grad(meta_params, tasks, jnp.int32(0))
+            outer = outer_optimizer(learner, optimizer)
+            updates, _ = outer.update(grads, outer.init(meta_params), meta_params)
+            return grads, updates
+
+        for optimizer in (optax.sgd(0.1), optax.adam(1e-3)):
+            grads, plain = first_update(1.0, optimizer)
+            _, scaled = first_update(0.01, optimizer)
+            jax.tree.map(np.testing.assert_array_equal, scaled["params"], plain["params"])
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a, 0.01 * b, rtol=1e-15),
+                scaled["inner_lrs"],
+                plain["inner_lrs"],
+            )
+        # Adam's first update is its learning rate times the gradient's sign.
+        jax.tree.map(
+            lambda u, g: np.testing.assert_allclose(u, -1e-5 * np.sign(g), rtol=1e-6),
+            scaled["inner_lrs"],
+            grads["inner_lrs"],
+        )
+        unscaled = maml_plus_plus(linear_loss, initial_lr=0.05, step_size_lr_scale=1.0)
+        assert unscaled.scaled_updates is None  # the optimizer state is the plain one's
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(OptionError, match="`inner_steps` must be"):
         maml_plus_plus(linear_loss, initial_lr=0.1, inner_steps=0)
+    with pytest.raises(OptionError, match="`step_size_lr_scale` must be"):
+        maml_plus_plus(linear_loss, initial_lr=0.1, step_size_lr_scale=0.0)
     with pytest.raises(OptionError, match="`per_step` must be a regular expression"):
         maml_plus_plus(linear_loss, initial_lr=0.1, per_step="(")
     learner = maml_plus_plus(linear_loss, initial_lr=0.1, per_step="w|b")

@@ -41,6 +41,24 @@ class CarriedState(NamedTuple):
     update: Callable[[Params, Any], Params]
 
 
+class ScaledUpdates(NamedTuple):
+    """A part of a learner's meta-parameters that the outer optimizer moves at a multiple of its
+    learning rate.
+
+    Adam moves every meta-parameter by about its learning rate a step, whatever the
+    parameter's size, so a step size of 0.01 meta-learned with Adam at 1e-3 can change by a
+    tenth in one meta-step; a smaller multiple keeps its relative change near the weights'.
+
+    Attributes:
+      mask: ``mask(meta_params)``: a pytree prefix of ``meta_params`` of bools, ``True`` for
+        the leaves whose updates are scaled.
+      scale: the factor, ``> 0``, that multiplies their updates.
+    """
+
+    mask: Callable[[Params], Any]
+    scale: float
+
+
 class MetaLearner(NamedTuple):
     """A meta-learning algorithm as a record of pure functions.
 
@@ -80,6 +98,10 @@ class MetaLearner(NamedTuple):
         and its gradient, so the meta-loss training logs follows the schedule (MAML++'s
         weighted sum of query losses while it anneals); ``meta_loss`` is the objective the
         schedule ends with.
+      carried_state: the part of the meta-parameters that is carried, not optimised (see
+        :class:`CarriedState`); ``None`` for none.
+      scaled_updates: the part of the meta-parameters the outer optimizer moves at a multiple
+        of its learning rate (see :class:`ScaledUpdates`); ``None`` for none.
     """
 
     init: Callable[[Params], Params]
@@ -92,6 +114,7 @@ class MetaLearner(NamedTuple):
     has_aux: bool = False
     uses_meta_step: bool = False
     carried_state: CarriedState | None = None
+    scaled_updates: ScaledUpdates | None = None
 
 
 def loss_value(loss_fn: LossFn, has_aux: bool) -> Callable[[Params, Any], Array]:

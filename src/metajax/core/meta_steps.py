@@ -58,7 +58,11 @@ def outer_optimizer(
 ) -> optax.GradientTransformation:
     """``optimizer`` as it sees the meta-parameters: all of them, or, for a learner that
     carries a state in them (see :class:`~metajax.core.meta_learner.CarriedState`), only their
-    trainable part, so that it keeps no moments of the state."""
+    trainable part, so that it keeps no moments of the state. Updates that the learner scales
+    (see :class:`~metajax.core.meta_learner.ScaledUpdates`) are multiplied after it."""
+    scaled = learner.scaled_updates
+    if scaled is not None:
+        optimizer = optax.chain(optimizer, optax.masked(optax.scale(scaled.scale), scaled.mask))
     if learner.carried_state is None:
         return optimizer
     return optax.masked(optimizer, learner.carried_state.trainable)
