@@ -55,6 +55,39 @@ def test_the_implicit_gradient_equals_the_closed_form_of_the_proximal_solution()
         assert np.max(np.abs(rough - expected_grad)) > 1e-3
 
 
+def test_lbfgs_reaches_the_proximal_minimum_where_gradient_descent_diverges():
+    # Curvature up to 110: gradient descent of step 0.2 is stable only below 2 / (110 + lam).
+    sharp, lam = 50 * A, 1.5
+
+    def sharp_loss(phi, batch):
+        is_query, target = batch
+        residual = phi - target
+        return jnp.where(is_query, 0.5 * residual @ residual, 0.5 * residual @ sharp @ residual)
+
+    with jax.enable_x64(True):
+        tasks = jax.tree.map(
+            lambda *leaves: jnp.stack(leaves),
+            quadratic_task([1.0, -2.0, 0.5], [0.3, 0.7, -1.0]),
+            quadratic_task([0.0, 0.4, 2.0], [-1.0, 0.2, 0.9]),
+        )
+        theta = jnp.array([0.2, 0.1, -0.4])
+        settings = dict(inner_lr=0.2, inner_steps=20, prox_lambda=lam, cg_steps=3)
+        descent = imaml(sharp_loss, **settings)
+        diverged = descent.adapt(theta, (False, tasks.support[1][0]))
+        assert np.linalg.norm(diverged) > 1e20, diverged  # each step multiplies by up to 21
+        learner = imaml(sharp_loss, **settings, inner_solver="lbfgs")
+        loss, grad = learner.meta_grad(theta, tasks)
+        m = sharp + lam * np.eye(3)
+        expected_loss, expected_grad = 0.0, np.zeros(3)
+        for a, b in zip(tasks.support[1], tasks.query[1], strict=True):
+            phi = np.linalg.solve(m, sharp @ a + lam * theta)
+            np.testing.assert_allclose(learner.adapt(theta, (False, a)), phi, rtol=1e-10)
+            expected_loss += 0.5 * np.sum((phi - b) ** 2) / 2
+            expected_grad += lam * np.linalg.solve(m, phi - b) / 2
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-10)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
+
+
 def test_the_official_codes_variant_damps_the_system_and_pulls_back_once():
     # aravindr93/imaml_dev: K plain steps phi_K = a + (I - lr A)^K (theta - a), then one step on
     # the proximal term, phi = phi_K - lr lam (phi_K - theta); the meta-gradient solves
@@ -129,6 +162,10 @@ def test_bad_settings_are_refused():
         imaml(quadratic_loss, inner_lr=0.1, prox_lambda=0.0)
     with pytest.raises(OptionError, match="`cg_steps` must be an integer >= 1, got 0"):
         imaml(quadratic_loss, inner_lr=0.1, cg_steps=0)
+    with pytest.raises(
+        OptionError, match=r"`inner_solver` must be one of \('gd', 'lbfgs'\), got 'newton'"
+    ):
+        imaml(quadratic_loss, inner_lr=0.1, inner_solver="newton")
 
 
 def test_an_imaml_run_learns_to_adapt(tmp_path, run_metajax):
