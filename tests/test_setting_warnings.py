@@ -57,11 +57,13 @@ def test_imaml_above_its_inner_loops_stability_bound_is_warned_of():
         "iMAML's inner loop cannot converge at `inner_lr` 0.4: the support loss plus the proximal "
         f"term curves by up to {curvature + 1:.3g} on the first training task, so gradient "
         f"descent is stable only below {bound:.3g}, and the implicit meta-gradient is that of a "
-        "minimum the inner loop never reaches; lower `inner_lr`, or damp the system as the "
-        "paper's code does: `cg_damping` 1 and `lambda_damping` 10 (as omniglot's "
-        "paper-*-imaml presets do)"
+        "minimum the inner loop never reaches; lower `inner_lr`, solve it by L-BFGS "
+        "(`inner_solver` lbfgs), or damp the system as the paper's code does: `cg_damping` 1 "
+        "and `lambda_damping` 10 (as omniglot's paper-*-imaml presets do)"
     ]
     assert warned(imaml.replace(inner_lr=0.9 * bound)) == []
+    # L-BFGS's line search has no step size to exceed (inner_lr is then unused).
+    assert warned(imaml.replace(inner_lr=0.4, inner_solver="lbfgs")) == []
     # A damped system is an approximation by design; the paper's code takes 0.1 with it.
     assert warned(imaml.replace(inner_lr=0.4, cg_damping=1.0, lambda_damping=10.0)) == []
 

@@ -337,8 +337,9 @@ class IMAML(Algorithm):
                 f"{descended} curves by up to {curvature + strength:.3g} on the first training "
                 f"task, so gradient descent is stable only below {bound:.3g}, and the implicit "
                 "meta-gradient is that of a minimum the inner loop never reaches; lower "
-                "`inner_lr`, or damp the system as the paper's code does: `cg_damping` 1 and "
-                "`lambda_damping` 10 (as omniglot's paper-*-imaml presets do)"
+                "`inner_lr`, solve it by L-BFGS (`inner_solver` lbfgs), or damp the system as "
+                "the paper's code does: `cg_damping` 1 and `lambda_damping` 10 (as omniglot's "
+                "paper-*-imaml presets do)"
             )
         return warned
 
