@@ -186,3 +186,23 @@ def test_an_imaml_run_learns_to_adapt(tmp_path, run_metajax):
     )
     mse = report["results"][0]["mse_mean"]
     assert mse[10] < 0.1 * mse[0], mse
+
+
+def test_an_imaml_run_with_lbfgs_learns_and_adapts_without_a_step_size(tmp_path, run_metajax):
+    out = tmp_path / "imaml-lbfgs"
+    result = run_metajax(
+        "train", "lines", "--algorithm", "imaml", "--inner-solver", "lbfgs", "--meta-steps",
+        "300", "--inner-steps", "5", "--prox-lambda", "1", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    algorithm = metajax.load(out).config.algorithm
+    assert algorithm.inner_solver == "lbfgs" and not algorithm.adapts_with_inner_lr()
+    assert metajax.IMAML().adapts_with_inner_lr()
+    report = metajax.evaluate(
+        out, metajax.EvalSettings(num_tasks=100, shots=(8,), adapt_steps=5), write=False
+    )
+    line = report["results"][0]
+    assert "inner_lr" not in line  # no step size to report, set or tune
+    assert line["mse_mean"][5] < 0.1 * line["mse_mean"][0], line["mse_mean"]
+    with pytest.raises(metajax.EvaluationError, match="has no inner_lr to set or tune"):
+        metajax.evaluate(out, metajax.EvalSettings(inner_lr=0.1), write=False)

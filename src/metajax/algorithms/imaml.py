@@ -343,6 +343,9 @@ class IMAML(Algorithm):
             )
         return warned
 
+    def adapts_with_inner_lr(self) -> bool:
+        return self.inner_solver == "gd"  # L-BFGS's line search picks its own steps
+
     def adaptation_text(self) -> str:
         if self.inner_solver == "lbfgs":
             return f"L-BFGS, lambda {self.prox_lambda:g}"

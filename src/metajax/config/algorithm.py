@@ -83,6 +83,11 @@ class Algorithm(Options, abc.ABC):
         steps = getattr(self, "test_steps", None)
         return int(getattr(self, "inner_steps", 0) if steps is None else steps)
 
+    def adapts_with_inner_lr(self) -> bool:
+        """Whether adaptation takes steps of size ``inner_lr``, which ``metajax eval`` can then
+        set or tune: if the algorithm declares one."""
+        return "inner_lr" in options.declared(self)
+
     def setting_warnings(self, support_curvature: Callable[[], float]) -> list[str]:
         """Settings of this algorithm known to make a run diverge or not learn, each a sentence
         that names the setting in backticks (the command line shows its flag there); a run

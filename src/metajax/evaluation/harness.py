@@ -41,7 +41,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings = EvalSettings()) -> lis
     """
     family, algorithm = run.config.task, run.config.algorithm
     steps = settings.steps_for(algorithm)
-    has_step_size = "inner_lr" in declared(algorithm)
+    has_step_size = algorithm.adapts_with_inner_lr()
     tune = settings.tunes(algorithm)
     if tune and steps == 0:
         raise EvaluationError(
