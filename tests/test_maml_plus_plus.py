@@ -11,7 +11,7 @@ from numeric import central_differences, float64_tasks, linear_loss
 
 import metajax
 from metajax import OptionError, Task, maml, maml_plus_plus
-from metajax.algorithms.maml_plus_plus import step_loss_weights
+from metajax.algorithms.multi_step_loss import step_loss_weights
 from metajax.core.meta_steps import outer_optimizer
 
 

@@ -14,6 +14,7 @@ from jax import Array, lax
 
 from metajax import _validation, options
 from metajax.algorithms.inner_loop import inner_loop_learner
+from metajax.algorithms.multi_step_loss import step_loss_weights
 from metajax.config import registry
 from metajax.config.algorithm import Algorithm, inner_steps_text, test_steps_option
 from metajax.core.linear_head import LinearHead
@@ -31,34 +32,6 @@ from metajax.core.task import Task
 BATCH_NORM = r"scale|offset"
 """The default ``per_step`` pattern: batch normalisation's parameters (``Conv4.scales[i]``,
 ``Conv4.offsets[i]``); in a model without such leaves, none."""
-
-MIN_WEIGHT = 0.03
-"""The multi-step loss's floor for the weight of a step before the last, times the number of
-steps (MAML++'s code: ``0.03 / number_of_steps``)."""
-
-
-def step_loss_weights(meta_step: Array, inner_steps: int, anneal_steps: int) -> Array:
-    """The weights of the query losses after inner steps 1..``inner_steps`` at ``meta_step``.
-
-    They start equal (``1 / N`` each, N the number of inner steps); each weight but the last
-    falls linearly by ``1 / N`` over ``anneal_steps`` meta-steps, to no less than ``0.03 / N``,
-    and the last takes up what they lose, so they always sum to 1. From meta-step
-    ``anneal_steps`` on, the last step's loss alone counts (weights ``[0, ..., 0, 1]``), as in
-    MAML++'s code. With ``anneal_steps=0`` the last step's loss alone counts from the start.
-    """
-    n = inner_steps
-    if anneal_steps == 0:
-        return last_step_only(n)
-    progress = jnp.asarray(meta_step, float) / anneal_steps  # float64 under x64
-    earlier = jnp.maximum(1 / n - progress / n, MIN_WEIGHT / n)
-    last = jnp.minimum(1 / n + progress * (n - 1) / n, 1 - (n - 1) * MIN_WEIGHT / n)
-    weights = jnp.full(n, earlier).at[-1].set(last)
-    return jnp.where(meta_step < anneal_steps, weights, last_step_only(n))
-
-
-def last_step_only(inner_steps: int) -> Array:
-    """The weights ``[0, ..., 0, 1]``: the objective after the multi-step loss has annealed."""
-    return jnp.zeros(inner_steps).at[-1].set(1.0)
 
 
 def per_step_mask(params: Params, pattern: str | None) -> Any:
@@ -96,7 +69,9 @@ def maml_plus_plus(
 
     - Learned per-layer per-step step sizes (LSLR): every leaf of the parameters has one step
       size per inner step, starting at ``initial_lr`` and meta-learned with the
-      initialisation. With ``learn_step_sizes=False`` every step size stays ``initial_lr``.
+      initialisation, at ``step_size_lr_scale`` times the outer learning rate (Adam moves
+      every parameter by about its rate a step: a tenth of a step size of 0.01 at 1e-3). With
+      ``learn_step_sizes=False`` every step size stays ``initial_lr``.
     - The multi-step loss (MSL): the objective is the weighted sum of the query losses after
       each inner step, with weights that anneal towards the last step's loss alone over the
       first ``anneal_steps`` meta-steps (see :func:`step_loss_weights`).
@@ -109,13 +84,6 @@ def maml_plus_plus(
       steps uses it, so every copy is trained by a query loss under the multi-step loss, and
       the last one by the final query loss always. Their statistics are per step by
       construction, since a metajax model normalises with each batch's own.
-
-    The outer optimizer moves the learned step sizes at ``step_size_lr_scale`` times its
-    learning rate. Adam moves every meta-parameter by about its learning rate a step, so at
-    MAML++'s 1e-3 a step size starting at 0.1 (its Omniglot setting) changes by about 1% a
-    meta-step, one starting at 0.01 by 10%; on the MAML paper's sinusoids, at 1 (the paper's
-    code: one Adam over everything) the step sizes of 5 steps from 0.01 range from -0.18 to
-    0.23 after 1 200 meta-steps, and an inner loop diverges at 1 315.
 
     Adapting with more steps than ``inner_steps`` (at evaluation) reuses the last step's step
     sizes and batch-norm copy.
