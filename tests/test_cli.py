@@ -238,7 +238,7 @@ def test_help_documents_every_option(run_metajax):
     text = " ".join(result.stdout.split())
     assert (
         "meta-steps (outer-loop updates) (default: 20000 with tutorial, 70000 with finn2017, "
-        "70000 with finn2017-code)" in text
+        "70000 with finn2017-code, 70000 with finn2017-maml++, 70000 with finn2017-imaml)" in text
     )
     # A flag two algorithms declare shows each one's help, and whose it is.
     assert (
@@ -428,7 +428,8 @@ def write_config(path, **changes):
         (
             '{"family": "sinusoid", "preset": "imagenet"}',
             "metajax: error: '{path}' is not a usable config: `preset` must be one of "
-            "['finn2017', 'finn2017-code', 'tutorial'], got 'imagenet'",
+            "['finn2017', 'finn2017-code', 'finn2017-imaml', 'finn2017-maml++', 'tutorial'], "
+            "got 'imagenet'",
         ),
         (
             '{"family": "sinusoid", "algorithm": "leo"}',

@@ -20,7 +20,13 @@ DISTRIBUTIONS = {"tutorial": TUTORIAL, "finn2017": FINN2017}
 
 def test_presets_are_the_tutorials_and_the_papers_complete_settings():
     presets = metajax.presets("sinusoid")
-    assert list(presets) == ["tutorial", "finn2017", "finn2017-code"]
+    assert list(presets) == [
+        "tutorial",
+        "finn2017",
+        "finn2017-code",
+        "finn2017-maml++",
+        "finn2017-imaml",
+    ]
     tutorial, finn2017 = presets["tutorial"], presets["finn2017"]
     assert tutorial.task == SinusoidConfig() and tutorial.task.distribution == TUTORIAL
     assert (tutorial.task.shots, tutorial.task.query_shots, tutorial.task.hidden_sizes) == (
@@ -41,6 +47,22 @@ def test_presets_are_the_tutorials_and_the_papers_complete_settings():
     code = presets["finn2017-code"]
     assert dataclasses.replace(code.replace(inner_lr=0.01), preset="finn2017") == finn2017
     assert code.algorithm.inner_lr == 0.001
+    # MAML++ on finn2017's tasks, with its Omniglot code's training (5 steps, multi-step loss
+    # over the first tenth, cosine decay to 1e-5) and slowly learned step sizes.
+    plus = presets["finn2017-maml++"]
+    assert plus.task == finn2017.task
+    assert plus.algorithm == metajax.MAMLPlusPlus(
+        initial_lr=0.01, inner_steps=5, anneal_steps=7000, step_size_lr_scale=0.01
+    )
+    assert plus.training == dataclasses.replace(
+        finn2017.training, meta_lr_schedule="cosine", meta_lr_end=1e-5
+    )
+    # iMAML on the same tasks and outer loop, its inner loop solved by L-BFGS.
+    implicit = presets["finn2017-imaml"]
+    assert (implicit.task, implicit.training) == (finn2017.task, finn2017.training)
+    assert implicit.algorithm == metajax.IMAML(
+        inner_lr=0.01, inner_steps=10, prox_lambda=2.0, cg_steps=5, inner_solver="lbfgs"
+    )
     # A variation is a replace away, and the rest stays the preset's.
     variation = dataclasses.replace(finn2017, training=finn2017.training).replace(seed=3, shots=5)
     assert (variation.training.seed, variation.task.shots, variation.algorithm.inner_lr) == (

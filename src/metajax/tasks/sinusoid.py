@@ -19,7 +19,9 @@ import numpy as np
 from jax import Array
 
 from metajax import _validation, options
+from metajax.algorithms.imaml import IMAML
 from metajax.algorithms.maml import MAML
+from metajax.algorithms.maml_plus_plus import MAMLPlusPlus
 from metajax.config import registry
 from metajax.config.family import Metric, TaskFamily, TrainedRun
 from metajax.config.run_config import RunConfig
@@ -117,8 +119,8 @@ class SinusoidConfig(TaskFamily):
     """The sinusoid family's settings: the task distribution, the task sizes and the MLP.
 
     ``SinusoidConfig()`` is the tutorial's family (amplitudes in [0.1, 0.5], 20 support and 20
-    query points); the presets ``tutorial``, ``finn2017`` and ``finn2017-code`` are complete
-    run configs.
+    query points); the presets ``tutorial``, ``finn2017``, ``finn2017-code``,
+    ``finn2017-maml++`` and ``finn2017-imaml`` are complete run configs.
     """
 
     name: ClassVar[str] = "sinusoid"
@@ -128,7 +130,8 @@ class SinusoidConfig(TaskFamily):
         "is scored by its mean squared error on the query points. The default preset, "
         "tutorial, is the batched run of the tutorial 'MAML Tutorial with JAX'; finn2017 is "
         "the MAML paper's setting as its text gives it, finn2017-code as its code runs it "
-        "(inner step size 0.001)."
+        "(inner step size 0.001); finn2017-maml++ and finn2017-imaml run MAML++ and iMAML "
+        "on the same tasks."
     )
     metrics: ClassVar[dict[str, Metric]] = {"mse": Metric("MSE")}
     eval_shots: ClassVar[tuple[int, ...]] = (5, 10, 20)
@@ -147,7 +150,7 @@ class SinusoidConfig(TaskFamily):
 
     @classmethod
     def presets(cls) -> dict[str, RunConfig]:
-        # Every preset is tested with up to 10 steps, as the MAML paper fine-tunes its
+        # MAML's presets are tested with up to 10 steps, as the MAML paper fine-tunes its
         # sinusoid model (Finn et al., 2017, figure 2; cbfinn/maml main.py:218-222).
         return {
             # The tutorial's batched run: "MAML Tutorial with JAX" (Jang, 2019).
@@ -172,6 +175,51 @@ class SinusoidConfig(TaskFamily):
                 algorithm=MAML(inner_lr=0.001, inner_steps=1, test_steps=10),
                 training=TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3),
                 preset="finn2017-code",
+            ),
+            # MAML++ (Antoniou et al., 2019) on finn2017's tasks; its paper has no sinusoid
+            # setting, so these are its Omniglot code's (AntreasAntoniou/
+            # HowToTrainYourMAMLPytorch, experiment_config/omniglot_maml++-omniglot_1_8_0.1_64_
+            # 5_0.json): 5 inner steps (lines 47-48), learned per-layer per-step step sizes
+            # (here from finn2017's 0.01), the multi-step loss over the first tenth of training
+            # (line 21), second order from the start (line 41), Adam at 1e-3 cosine-annealed to
+            # 1e-5 (lines 39-40); tested with its 5 steps, as the code tests. The step sizes
+            # move at a hundredth of the meta learning rate: at the code's one rate for
+            # everything they turn negative and grow tenfold within 1 200 meta-steps, and
+            # meta-training diverges (README, "At MAML's settings, and on sinusoids").
+            "finn2017-maml++": RunConfig(
+                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                algorithm=MAMLPlusPlus(
+                    initial_lr=0.01,
+                    inner_steps=5,
+                    anneal_steps=7000,
+                    step_size_lr_scale=0.01,
+                ),
+                training=TrainSettings(
+                    meta_steps=70000,
+                    meta_batch_size=25,
+                    meta_lr=1e-3,
+                    meta_lr_schedule="cosine",
+                    meta_lr_end=1e-5,
+                ),
+                preset="finn2017-maml++",
+            ),
+            # iMAML (Rajeswaran et al., 2019) on finn2017's tasks; its paper has no sinusoid
+            # setting: its Omniglot lambda 2 and 5 conjugate-gradient steps
+            # (aravindr93/imaml_dev examples/README.md:12), the proximal inner loop of its
+            # paper's algorithm 2, finn2017's outer loop. The inner loop is 10 iterations of
+            # L-BFGS, not gradient descent: meta-training sharpens the support loss until every
+            # step size tried diverged (README, "At MAML's settings, and on sinusoids").
+            "finn2017-imaml": RunConfig(
+                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                algorithm=IMAML(
+                    inner_lr=0.01,
+                    inner_steps=10,
+                    prox_lambda=2.0,
+                    cg_steps=5,
+                    inner_solver="lbfgs",
+                ),
+                training=TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3),
+                preset="finn2017-imaml",
             ),
         }
 
