@@ -17,7 +17,13 @@ pytestmark = pytest.mark.slow
 # The algorithms whose objectives differ most from MAML's, each with its settings exercised
 # (ANIL, Reptile and Meta-SGD adapt and train like it, and their own tests run them).
 ALGORITHMS = {
-    "maml++": {"initial_lr": 0.1, "inner_steps": 2, "anneal_steps": 2, "first_order_steps": 1},
+    "maml++": {
+        "initial_lr": 0.1,
+        "inner_steps": 2,
+        "anneal_steps": 2,
+        "first_order_steps": 1,
+        "step_size_lr_scale": 0.1,  # the outer optimizer's state then has a scaled part
+    },
     "imaml": {"inner_lr": 0.1, "inner_steps": 2, "cg_steps": 2},
 }
 
