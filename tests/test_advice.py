@@ -54,8 +54,9 @@ WARNINGS = [
     (
         # finn2017's support loss curves by 18.5 at the start: stable below 2 / 19.5 with lambda 1
         ["--algorithm", "imaml", "--prox-lambda", "1", "--inner-steps", "10", "--inner-lr", "0.4"],
-        "; lower --inner-lr, or damp the system as the paper's code does: --cg-damping 1 and "
-        "--lambda-damping 10 (as omniglot's paper-*-imaml presets do)",
+        "; lower --inner-lr, solve it by L-BFGS (--inner-solver lbfgs), or damp the system as "
+        "the paper's code does: --cg-damping 1 and --lambda-damping 10 (as omniglot's "
+        "paper-*-imaml presets do)",
         ["--cg-damping", "1", "--lambda-damping", "10"],
     ),
     (
