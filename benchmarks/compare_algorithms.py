@@ -4,8 +4,9 @@ On Omniglot 5-way and 20-way 1-shot (trained on --omniglot-data, tested on the h
 alphabets of --omniglot-test-data) each algorithm trains at its preset ``small-Nway-NAME``
 (MAML at ``small-Nway``), and with ``--reference`` also at MAML's settings, as metajax ran
 every algorithm before it had presets. On the MAML paper's sinusoids (finn2017) an algorithm
-with a preset of its own there (``finn2017-maml++``) runs at it, and also at MAML's settings;
-the others start from MAML's settings: no other paper gives sinusoid settings.
+with a preset of its own there (``finn2017-maml++``, ``finn2017-imaml``) runs at it, and also
+at MAML's settings; the others start from MAML's settings: no other paper gives sinusoid
+settings.
 Every run is evaluated with ``metajax eval``'s defaults (each at its own test-time steps) on
 the same 600 held-out tasks, mean and 95% confidence interval; each row also gives the
 meta-steps per second and the training minutes (summary.json), and the memory one meta-step
