@@ -152,6 +152,8 @@ class SinusoidConfig(TaskFamily):
     def presets(cls) -> dict[str, RunConfig]:
         # MAML's presets are tested with up to 10 steps, as the MAML paper fine-tunes its
         # sinusoid model (Finn et al., 2017, figure 2; cbfinn/maml main.py:218-222).
+        finn_task = cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10)
+        finn_training = TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3)
         return {
             # The tutorial's batched run: "MAML Tutorial with JAX" (Jang, 2019).
             "tutorial": RunConfig(
@@ -162,18 +164,18 @@ class SinusoidConfig(TaskFamily):
             ),
             # The MAML paper's regression experiment (Finn et al., 2017, section 5.1).
             "finn2017": RunConfig(
-                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                task=finn_task,
                 algorithm=MAML(inner_lr=0.01, inner_steps=1, test_steps=10),
-                training=TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3),
+                training=finn_training,
                 preset="finn2017",
             ),
             # The same experiment as the paper's code runs it (cbfinn/maml, main.py): the
             # sinusoid command line there keeps the default inner step size, update_lr 0.001.
             # Its test scores K query points per task (`metajax eval --query-shots shots`).
             "finn2017-code": RunConfig(
-                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                task=finn_task,
                 algorithm=MAML(inner_lr=0.001, inner_steps=1, test_steps=10),
-                training=TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3),
+                training=finn_training,
                 preset="finn2017-code",
             ),
             # MAML++ (Antoniou et al., 2019) on finn2017's tasks; its paper has no sinusoid
@@ -187,19 +189,15 @@ class SinusoidConfig(TaskFamily):
             # everything they turn negative and grow tenfold within 1 200 meta-steps, and
             # meta-training diverges (README, "At MAML's settings, and on sinusoids").
             "finn2017-maml++": RunConfig(
-                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                task=finn_task,
                 algorithm=MAMLPlusPlus(
                     initial_lr=0.01,
                     inner_steps=5,
                     anneal_steps=7000,
                     step_size_lr_scale=0.01,
                 ),
-                training=TrainSettings(
-                    meta_steps=70000,
-                    meta_batch_size=25,
-                    meta_lr=1e-3,
-                    meta_lr_schedule="cosine",
-                    meta_lr_end=1e-5,
+                training=dataclasses.replace(
+                    finn_training, meta_lr_schedule="cosine", meta_lr_end=1e-5
                 ),
                 preset="finn2017-maml++",
             ),
@@ -210,7 +208,7 @@ class SinusoidConfig(TaskFamily):
             # L-BFGS, not gradient descent: meta-training sharpens the support loss until every
             # step size tried diverged (README, "At MAML's settings, and on sinusoids").
             "finn2017-imaml": RunConfig(
-                task=cls(amplitude_range=(0.1, 5.0), shots=10, query_shots=10),
+                task=finn_task,
                 algorithm=IMAML(
                     inner_lr=0.01,
                     inner_steps=10,
@@ -218,7 +216,7 @@ class SinusoidConfig(TaskFamily):
                     cg_steps=5,
                     inner_solver="lbfgs",
                 ),
-                training=TrainSettings(meta_steps=70000, meta_batch_size=25, meta_lr=1e-3),
+                training=finn_training,
                 preset="finn2017-imaml",
             ),
         }
