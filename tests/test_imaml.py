@@ -14,14 +14,43 @@ from metajax import OptionError, SinusoidDistribution, Task, imaml
 A = np.array([[2.0, 0.3, 0.1], [0.3, 1.0, 0.2], [0.1, 0.2, 0.6]])
 
 
-def quadratic_loss(phi, batch):
-    is_query, target = batch
-    residual = phi - target
-    return jnp.where(is_query, 0.5 * residual @ residual, 0.5 * residual @ A @ residual)
+def quadratic_loss_of(hessian):
+    """The support loss 0.5 (phi - a)' hessian (phi - a), the query loss 0.5 |phi - b|^2."""
+
+    def loss(phi, batch):
+        is_query, target = batch
+        residual = phi - target
+        return jnp.where(is_query, 0.5 * residual @ residual, 0.5 * residual @ hessian @ residual)
+
+    return loss
+
+
+quadratic_loss = quadratic_loss_of(A)
 
 
 def quadratic_task(a, b):
     return Task(support=(jnp.bool_(False), jnp.asarray(a)), query=(jnp.bool_(True), jnp.asarray(b)))
+
+
+def two_quadratic_tasks():
+    return jax.tree.map(
+        lambda *leaves: jnp.stack(leaves),
+        quadratic_task([1.0, -2.0, 0.5], [0.3, 0.7, -1.0]),
+        quadratic_task([0.0, 0.4, 2.0], [-1.0, 0.2, 0.9]),
+    )
+
+
+def proximal_closed_form(hessian, lam, theta, tasks):
+    """Each task's phi* = (H + lam I)^-1 (H a + lam theta), and the mean query loss at phi* and
+    its meta-gradient lam (H + lam I)^-1 (phi* - b) over the tasks."""
+    m = hessian + lam * np.eye(len(theta))
+    phis, loss, grad = [], 0.0, np.zeros(len(theta))
+    for a, b in zip(tasks.support[1], tasks.query[1], strict=True):
+        phi = np.linalg.solve(m, hessian @ a + lam * theta)
+        phis.append(phi)
+        loss += 0.5 * np.sum((phi - b) ** 2)
+        grad += lam * np.linalg.solve(m, phi - b)
+    return phis, loss / len(phis), grad / len(phis)
 
 
 def test_the_implicit_gradient_equals_the_closed_form_of_the_proximal_solution():
@@ -30,22 +59,14 @@ def test_the_implicit_gradient_equals_the_closed_form_of_the_proximal_solution()
     # is lam (A + lam I)^-1 (phi* - b).
     lam = 1.5
     with jax.enable_x64(True):
-        tasks = jax.tree.map(
-            lambda *leaves: jnp.stack(leaves),
-            quadratic_task([1.0, -2.0, 0.5], [0.3, 0.7, -1.0]),
-            quadratic_task([0.0, 0.4, 2.0], [-1.0, 0.2, 0.9]),
-        )
+        tasks = two_quadratic_tasks()
         theta = jnp.array([0.2, 0.1, -0.4])
         # Gradient descent with step 0.2 contracts by at most 0.7 a step: 300 steps converge.
         learner = imaml(quadratic_loss, inner_lr=0.2, inner_steps=300, prox_lambda=lam, cg_steps=3)
         loss, grad = learner.meta_grad(theta, tasks)
-        m = A + lam * np.eye(3)
-        expected_loss, expected_grad = 0.0, np.zeros(3)
-        for a, b in zip(tasks.support[1], tasks.query[1], strict=True):
-            phi = np.linalg.solve(m, A @ a + lam * theta)
+        phis, expected_loss, expected_grad = proximal_closed_form(A, lam, theta, tasks)
+        for a, phi in zip(tasks.support[1], phis, strict=True):
             np.testing.assert_allclose(learner.adapt(theta, (False, a)), phi, rtol=1e-12)
-            expected_loss += 0.5 * np.sum((phi - b) ** 2) / 2
-            expected_grad += lam * np.linalg.solve(m, phi - b) / 2
         np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-10)
         # One conjugate-gradient iteration is not enough for three dimensions.
@@ -58,18 +79,9 @@ def test_the_implicit_gradient_equals_the_closed_form_of_the_proximal_solution()
 def test_lbfgs_reaches_the_proximal_minimum_where_gradient_descent_diverges():
     # Curvature up to 110: gradient descent of step 0.2 is stable only below 2 / (110 + lam).
     sharp, lam = 50 * A, 1.5
-
-    def sharp_loss(phi, batch):
-        is_query, target = batch
-        residual = phi - target
-        return jnp.where(is_query, 0.5 * residual @ residual, 0.5 * residual @ sharp @ residual)
-
+    sharp_loss = quadratic_loss_of(sharp)
     with jax.enable_x64(True):
-        tasks = jax.tree.map(
-            lambda *leaves: jnp.stack(leaves),
-            quadratic_task([1.0, -2.0, 0.5], [0.3, 0.7, -1.0]),
-            quadratic_task([0.0, 0.4, 2.0], [-1.0, 0.2, 0.9]),
-        )
+        tasks = two_quadratic_tasks()
         theta = jnp.array([0.2, 0.1, -0.4])
         settings = dict(inner_lr=0.2, inner_steps=20, prox_lambda=lam, cg_steps=3)
         descent = imaml(sharp_loss, **settings)
@@ -77,13 +89,9 @@ def test_lbfgs_reaches_the_proximal_minimum_where_gradient_descent_diverges():
         assert np.linalg.norm(diverged) > 1e20, diverged  # each step multiplies by up to 21
         learner = imaml(sharp_loss, **settings, inner_solver="lbfgs")
         loss, grad = learner.meta_grad(theta, tasks)
-        m = sharp + lam * np.eye(3)
-        expected_loss, expected_grad = 0.0, np.zeros(3)
-        for a, b in zip(tasks.support[1], tasks.query[1], strict=True):
-            phi = np.linalg.solve(m, sharp @ a + lam * theta)
+        phis, expected_loss, expected_grad = proximal_closed_form(sharp, lam, theta, tasks)
+        for a, phi in zip(tasks.support[1], phis, strict=True):
             np.testing.assert_allclose(learner.adapt(theta, (False, a)), phi, rtol=1e-10)
-            expected_loss += 0.5 * np.sum((phi - b) ** 2) / 2
-            expected_grad += lam * np.linalg.solve(m, phi - b) / 2
         np.testing.assert_allclose(loss, expected_loss, rtol=1e-10)
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-8)
 
