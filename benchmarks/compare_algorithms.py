@@ -79,7 +79,8 @@ def meta_step_bytes(config: metajax.RunConfig) -> int:
 
 
 def run(config: metajax.RunConfig, out: Path, settings: metajax.EvalSettings) -> dict:
-    """Trains (unless done), evaluates; a run whose meta-training diverges is reported so."""
+    """Trains (unless done), evaluates; a run whose meta-training diverges (a non-finite value,
+    or a final meta-loss over 10 times its first) is reported so."""
     row: dict = {"memory_mib": meta_step_bytes(config) / 2**20, "preset": config.preset}
     if not (out / "summary.json").exists():
         try:
@@ -87,6 +88,8 @@ def run(config: metajax.RunConfig, out: Path, settings: metajax.EvalSettings) ->
         except metajax.Diverged as error:
             return {**row, "diverged": str(error).split(";")[0]}
     summary = json.loads((out / "summary.json").read_text())
+    if summary.get("diverged"):  # finished, but far above its first meta-loss
+        return {**row, "diverged": f"final meta-loss {summary['final_meta_loss']:.3g}"}
     report = metajax.evaluate(out, settings, write=False)
     return {
         **row,

@@ -24,6 +24,7 @@ PUBLIC = [
     *("LinearHead", "ProtoMAML", "ProtoNet", "SettingWarning", "protomaml", "protonet"),
     "FolderError",
     "enable_compilation_cache",
+    "DivergenceWarning",
 ]
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import warnings
 
 import fakes
 import numpy as np
@@ -16,7 +17,8 @@ from fakes import line_config
 
 import metajax
 from metajax import Diverged, Interrupted
-from metajax.runs import checkpoints, metrics, run_dir, training_run
+from metajax.evaluation import reports
+from metajax.runs import checkpoints, metrics, recording, run_dir, training_run
 from metajax.runs.setup import build
 from metajax.runs.stop_signals import StopSignals
 
@@ -75,7 +77,8 @@ def assert_same_run(out, reference):
     assert (out / "params.eqx").read_bytes() == (reference / "params.eqx").read_bytes()
     assert (out / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
     ours, theirs = (json.loads((path / "summary.json").read_text()) for path in (out, reference))
-    assert ours["final_meta_loss"] == theirs["final_meta_loss"]
+    for key in ("final_meta_loss", "initial_meta_loss", "diverged"):
+        assert ours[key] == theirs[key]
 
 
 @pytest.mark.parametrize(
@@ -268,6 +271,87 @@ def test_an_absurd_inner_step_size_stops_the_run_and_keeps_the_last_good_checkpo
         "metrics.jsonl",
     ]
     assert (out / "metrics.jsonl").read_text() == ""
+
+
+def test_a_damaged_initial_meta_loss_is_refused(stopped_run):
+    found = checkpoints.latest(stopped_run / "checkpoints")
+    state, manifest = checkpoints.load(found.path, pieces(CONFIG)[3])
+    assert type(manifest["initial_meta_loss"]) is float  # kept since the first meta-step
+    metadata = {key: manifest[key] for key in ("config", "recent_losses", "recent_aux")}
+    metadata["initial_meta_loss"] = float("inf")
+    checkpoints.save(found.path.parent, state, step=found.step, metadata=metadata, keep=5)
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"step_000000300/checkpoint.json' is damaged: initial_meta_loss must be the first "
+        r"meta-step's loss, a finite number, not inf",
+    ):
+        resume(stopped_run)
+
+
+def diverging_run(out, meta_lr):
+    """200 steps of the lines family with every step's meta-loss on record; Adam at 0.3 ends
+    1.3 times above the first meta-loss, at 1 and above more than 10 times: finite, but
+    diverged."""
+    config = line_config(meta_steps=200, steps_per_call=100, log_every=1, meta_lr=meta_lr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(config, out)
+    return summary, [w for w in caught if issubclass(w.category, metajax.DivergenceWarning)]
+
+
+def test_a_run_that_ends_far_above_its_first_meta_loss_is_reported_as_diverged(tmp_path):
+    summary, caught = diverging_run(tmp_path / "run", meta_lr=3.0)
+    first = metrics.read(tmp_path / "run" / "metrics.jsonl")[0]
+    assert first["step"] == 1 and summary["initial_meta_loss"] == first["meta_loss"]
+    final, initial = summary["final_meta_loss"], summary["initial_meta_loss"]
+    assert np.isfinite(final) and final > 10 * initial and summary["diverged"] is True
+    assert [str(w.message) for w in caught] == [
+        f"meta-training diverged, though every value stayed finite: the final meta-loss, "
+        f"{final:.4g} (the mean of the last 200 meta-steps), is {final / initial:.3g} times the "
+        f"first meta-step's, {initial:.4g}, and more than 10 times is no training; the run's "
+        "meta-parameters are not usable. Start a new run with smaller step sizes (`meta_lr`, "
+        "or the algorithm's inner step size)"
+    ]
+    # A finished run all the same, whose evaluation says how its training ended.
+    report = metajax.evaluate(tmp_path / "run", metajax.EvalSettings(num_tasks=20), write=False)
+    assert report["training_diverged"] == {"initial_meta_loss": initial, "final_meta_loss": final}
+    table = reports.format_table(report, fakes.Lines, report["settings"])
+    assert table.splitlines()[-1] == (
+        f"     diverged: meta-training ended at a meta-loss of {final:.4g}, from {initial:.4g} "
+        "at its first step (summary.json)"
+    )
+
+
+def test_the_command_line_shows_a_finite_divergence_as_a_warning_line(tmp_path, run_metajax):
+    result = run_metajax(
+        "train", "sinusoid", "--meta-lr", "1", "--meta-steps", "100", "--steps-per-call", "100",
+        "--no-plots", "--no-progress", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warning = result.stderr.splitlines()[0]
+    assert warning.startswith(
+        "metajax: warning: meta-training diverged, though every value stayed finite: the final "
+        "meta-loss, "
+    )
+    assert warning.endswith(
+        "Start a new run with smaller step sizes (--meta-lr, or the algorithm's inner step size)"
+    )
+
+
+def test_a_run_that_ends_a_little_above_its_first_meta_loss_is_not_reported(tmp_path, reference):
+    summary, caught = diverging_run(tmp_path / "run", meta_lr=0.3)
+    ratio = summary["final_meta_loss"] / summary["initial_meta_loss"]
+    assert 1 < ratio < 10 and summary["diverged"] is False and caught == []
+    assert json.loads((reference / "summary.json").read_text())["diverged"] is False
+
+
+@pytest.mark.parametrize(
+    "initial, final, diverged",
+    [(0.1, 1.01, True), (0.1, 0.99, False), (None, 1e30, False), (-1.0, 5.0, False)],
+)
+def test_the_divergence_rule(initial, final, diverged):
+    # A negative first loss (a log-likelihood, say) gives no scale to compare with.
+    assert recording.diverged_finitely(initial, final) is diverged
 
 
 def test_a_second_sigint_stops_at_once_and_the_handlers_are_restored():

@@ -73,6 +73,7 @@ from .runs.stop_signals import Interrupted as Interrupted
 from .runs.training import resume as resume
 from .runs.training import train as train
 from .runs.training_run import Diverged as Diverged
+from .runs.training_run import DivergenceWarning as DivergenceWarning
 from .tasks.class_sampler import ClassPool as ClassPool
 from .tasks.class_sampler import class_pool as class_pool
 from .tasks.class_sampler import sample_classification_tasks as sample_classification_tasks

@@ -26,7 +26,7 @@ from metajax.evaluation.settings import EvaluationError
 from metajax.runs import compilation_cache, run_dir
 from metajax.runs.metrics import MissingDependencyError
 from metajax.runs.stop_signals import Interrupted
-from metajax.runs.training_run import Diverged
+from metajax.runs.training_run import Diverged, DivergenceWarning
 
 
 def _show_warning(
@@ -37,9 +37,9 @@ def _show_warning(
     file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
-    """Shows a :class:`SettingWarning` as one line of the command's own, with the flag of
-    each setting it names in backticks; others as Python does."""
-    if issubclass(category, SettingWarning):
+    """Shows a :class:`SettingWarning` or a :class:`DivergenceWarning` as one line of the
+    command's own, with the flag of each setting it names in backticks; others as Python does."""
+    if issubclass(category, SettingWarning | DivergenceWarning):
         text = re.sub(r"`(\w+)`", lambda name: flag_name(name.group(1)), str(message))
         print(f"metajax: warning: {text}", file=sys.stderr)
     elif (folder := compilation_cache.remove_unreadable(str(message))) is not None:

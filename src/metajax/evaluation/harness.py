@@ -129,6 +129,12 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
     overlap = run.config.task.test_overlap_record()
     if overlap is not None:
         report["test_overlap"] = overlap
+    summary_path = run.path / run_dir.SUMMARY
+    summary = run_dir.read_json(summary_path) if summary_path.exists() else {}
+    if isinstance(summary, dict) and summary.get("diverged"):  # older runs do not say
+        report["training_diverged"] = {
+            key: summary[key] for key in ("initial_meta_loss", "final_meta_loss")
+        }
     return report
 
 
@@ -186,7 +192,9 @@ def evaluate(
       finite; when tuned, ``validation`` (the grid and its mean validation score, ``None``
       where it diverged). For a run of the image families whose test classes share classes with
       its training data that were kept (``test_overlap="keep"``), ``test_overlap``: how many
-      classes and images, and which. And ``baseline``, the same for the baseline run, if any.
+      classes and images, and which. For a run whose meta-training diverged at finite values
+      (``summary.json``'s ``diverged``), ``training_diverged``: its initial and final
+      meta-losses. And ``baseline``, the same for the baseline run, if any.
 
     Raises:
       RunDirError: if a directory is not a finished run.

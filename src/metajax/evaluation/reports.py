@@ -94,6 +94,12 @@ def format_table(
         )
     if run.get("note"):  # eval.json files of metajax 0.2 have none
         lines.append(f"     note: {run['note']}")
+    if diverged := run.get("training_diverged"):
+        final, initial = diverged["final_meta_loss"], diverged["initial_meta_loss"]
+        lines.append(
+            f"     diverged: meta-training ended at a meta-loss of {final:.4g}, from "
+            f"{initial:.4g} at its first step (summary.json)"
+        )
     if overlap := run.get("test_overlap"):
         lines.append(
             f"     not held out: {overlap['classes']} of the {overlap['of_classes']} test classes "

@@ -17,6 +17,18 @@ from metajax.runs.stop_signals import Interrupted, StopSignals
 FINAL_LOSS_WINDOW = 1000
 """A run's final meta-loss is the mean over this many last meta-steps."""
 
+DIVERGED_FACTOR = 10.0
+"""A run whose final meta-loss is more than this many times its first meta-step's (the loss of
+the untrained meta-parameters) has diverged, though every value stayed finite: training that
+learns ends below where it started, and training that learns nothing ends near it."""
+
+
+def diverged_finitely(initial_loss: float | None, final_loss: float) -> bool:
+    """Whether a run that ends at ``final_loss`` from ``initial_loss`` diverged; ``False`` when
+    the initial loss is unknown (a run resumed from a checkpoint written before metajax kept
+    it) or not positive (a log-likelihood, say, whose scale that does not tell)."""
+    return initial_loss is not None and 0 < DIVERGED_FACTOR * initial_loss < final_loss
+
 
 def save_checkpoint(
     out: Path,
@@ -25,9 +37,11 @@ def save_checkpoint(
     config: dict[str, Any],
     settings: TrainSettings,
     writer: bool,
+    initial_loss: float | None,
 ) -> Path:
-    """Saves ``state`` with the run's config and its ``recent`` metrics (process 0 alone writes
-    it: the ``writer``); returns the checkpoint's directory."""
+    """Saves ``state`` with the run's config, its ``recent`` metrics and its first meta-step's
+    loss, once known (process 0 alone writes it: the ``writer``); returns the checkpoint's
+    directory."""
     checkpoint_dir = out / run_dir.CHECKPOINTS
     if not writer:
         return checkpoint_dir / checkpoints.directory_name(int(state.step))
@@ -35,6 +49,8 @@ def save_checkpoint(
     metadata = {"config": config, "recent_losses": recent["meta_loss"].tolist()}
     if aux:
         metadata["recent_aux"] = aux
+    if initial_loss is not None:
+        metadata["initial_meta_loss"] = initial_loss
     return checkpoints.save(
         checkpoint_dir,
         state,
@@ -53,6 +69,7 @@ class Recorder:
       settings: the run's training settings.
       sinks: the places for the metrics records besides ``metrics.jsonl``.
       recent: the metrics of the steps before ``first_step`` that a checkpoint kept.
+      initial_loss: the first meta-step's loss, that a checkpoint kept (``None`` before it).
       first_step: the step the run starts or resumes from.
       writer: whether this process writes the run's files (process 0).
       validate: ``validate(meta_params) -> {name: value}``, or ``None`` for no validation.
@@ -66,6 +83,7 @@ class Recorder:
         settings: TrainSettings,
         sinks: Sequence[metrics.MetricsSink],
         recent: dict[str, np.ndarray],
+        initial_loss: float | None,
         first_step: int,
         writer: bool,
         validate: Callable[[Any], dict[str, float]] | None,
@@ -73,7 +91,7 @@ class Recorder:
     ):
         self.out, self.config, self.settings = out, config, settings
         self.writer, self.validate, self.stop = writer, validate, stop
-        self.recent = recent
+        self.recent, self.initial_loss = recent, initial_loss
         in_window = first_step % settings.log_every
         pending = {name: values[len(values) - in_window :] for name, values in recent.items()}
         self.sinks = [metrics.JsonlMetrics(out / run_dir.METRICS), *sinks] if writer else []
@@ -101,6 +119,8 @@ class Recorder:
         settings = self.settings
         step = int(state.step)
         values = {"meta_loss": losses, **aux}
+        if step == len(losses):  # the first call's first loss is the untrained parameters'
+            self.initial_loss = float(losses[0])
         if callable(self.step_size):  # under a schedule, each meta-step's step size is a metric
             steps = np.arange(step - len(losses), step)
             values["meta_lr"] = np.asarray(self.step_size(steps), dtype=np.float64)
@@ -116,7 +136,9 @@ class Recorder:
         if due or self.stop.agreed() is not None:
             for sink in self.sinks:  # the records up to a checkpoint are on disk before it
                 sink.flush()
-            path = save_checkpoint(self.out, state, self.recent, self.config, settings, self.writer)
+            path = save_checkpoint(
+                self.out, state, self.recent, self.config, settings, self.writer, self.initial_loss
+            )
             received = self.stop.agreed()  # a signal during the save counts too
             if received is not None:
                 raise Interrupted(received, step, settings.meta_steps, path, self.out)

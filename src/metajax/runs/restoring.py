@@ -20,15 +20,16 @@ def restore(
     initial_state: TrainState,
     settings: TrainSettings,
     writer: bool,
-) -> tuple[TrainState, dict[str, np.ndarray]]:
-    """The newest checkpoint's state and recent metrics, checked against the run's config;
-    the ``writer`` also deletes what interrupted checkpoint writes left."""
+) -> tuple[TrainState, dict[str, np.ndarray], float | None]:
+    """The newest checkpoint's state, recent metrics and the run's first meta-step's loss
+    (``None`` if it holds none), checked against the run's config; the ``writer`` also deletes
+    what interrupted checkpoint writes left."""
     checkpoint_dir = out / run_dir.CHECKPOINTS
     if writer:
         checkpoints.remove_partial(checkpoint_dir)
     found = checkpoints.latest(checkpoint_dir)
     if found is None:  # stopped before its first checkpoint: the state is the initial one
-        return initial_state, {"meta_loss": np.zeros(0)}
+        return initial_state, {"meta_loss": np.zeros(0)}, None
     manifest_path = found.path / checkpoints.MANIFEST_FILE
     # The configs first: a checkpoint of another model would not even fit the arrays.
     saved = _read_checkpoint(checkpoint_dir, found, checkpoints.read_manifest).get("config")
@@ -69,12 +70,20 @@ def restore(
             f"checkpoint '{manifest_path}' is damaged: recent_losses must list the meta-losses "
             "of its last steps"
         )
+    initial_loss = manifest.get("initial_meta_loss")
+    usable = type(initial_loss) is float and math.isfinite(initial_loss)
+    if initial_loss is not None and not usable:
+        raise checkpoints.CheckpointError(
+            f"checkpoint '{manifest_path}' is damaged: initial_meta_loss must be the first "
+            f"meta-step's loss, a finite number, not {initial_loss!r}"
+        )
     if step > settings.meta_steps:
         raise checkpoints.CheckpointError(
             f"checkpoint '{found.path}' is at meta-step {step}, past the run's "
             f"{settings.meta_steps}"
         )
-    return state, {name: np.asarray(values, dtype=np.float64) for name, values in recent.items()}
+    recent_arrays = {name: np.asarray(values, dtype=np.float64) for name, values in recent.items()}
+    return state, recent_arrays, initial_loss
 
 
 def _read_checkpoint(

@@ -10,6 +10,7 @@ bit for bit; :func:`metajax.load` gives a finished run back, ready to adapt to n
 import contextlib
 import importlib
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from metajax.core.memory import OutOfMemoryError
 from metajax.runs import checkpoints, metrics, run_dir, training_run
 from metajax.runs.figures import PlotSettings, draw, plot
 from metajax.runs.loaded_run import LoadedRun, existing_run_dir, run_config
-from metajax.runs.recording import FINAL_LOSS_WINDOW
+from metajax.runs.recording import DIVERGED_FACTOR, FINAL_LOSS_WINDOW
 from metajax.runs.setup import (
     Setup,
     build,
@@ -257,6 +258,8 @@ def _train(
                 on_started=on_started,
             )
             summary = _summary(outcome, steps, resume, mesh, setup.micro_batches)
+            if writer and outcome.diverged:
+                warnings.warn(_diverged_text(summary), training_run.DivergenceWarning, stacklevel=4)
             if writer:
                 sha256 = run_dir.save_params(out / run_dir.PARAMS, outcome.state.meta_params)
                 summary["params_sha256"] = sha256
@@ -327,6 +330,8 @@ def _summary(
         "meta_steps": steps,
         "final_meta_loss": outcome.final_meta_loss,
         "final_meta_loss_window": min(FINAL_LOSS_WINDOW, steps),
+        "initial_meta_loss": outcome.initial_loss,
+        "diverged": outcome.diverged,
         "resumed_from_step": outcome.resumed_from if resume else None,
         "compile_seconds": round(outcome.compile_seconds, 3),
         "train_seconds": round(outcome.train_seconds, 3),
@@ -335,6 +340,18 @@ def _summary(
         "processes": jax.process_count(),
         "micro_batches": micro_batches,
     }
+
+
+def _diverged_text(summary: dict[str, Any]) -> str:
+    """What :class:`~metajax.runs.training_run.DivergenceWarning` says of a run."""
+    final, initial = summary["final_meta_loss"], summary["initial_meta_loss"]
+    return (
+        f"meta-training diverged, though every value stayed finite: the final meta-loss, "
+        f"{final:.4g} (the mean of the last {summary['final_meta_loss_window']} meta-steps), is "
+        f"{final / initial:.3g} times the first meta-step's, {initial:.4g}, and more than "
+        f"{DIVERGED_FACTOR:g} times is no training; the run's meta-parameters are not usable. "
+        "Start a new run with smaller step sizes (`meta_lr`, or the algorithm's inner step size)"
+    )
 
 
 def _tensorboard_sink(out: Path, config: RunConfig, resume: bool) -> metrics.TensorBoardMetrics:

@@ -24,7 +24,12 @@ from metajax.core.meta_learner import MetaLearner
 from metajax.core.meta_steps import TaskSampler, TrainState
 from metajax.core.training_loop import NonFiniteError, OnChunk, TrainResult, meta_train
 from metajax.runs import checkpoints, metrics, run_dir
-from metajax.runs.recording import FINAL_LOSS_WINDOW, Recorder, save_checkpoint
+from metajax.runs.recording import (
+    FINAL_LOSS_WINDOW,
+    Recorder,
+    diverged_finitely,
+    save_checkpoint,
+)
 from metajax.runs.restoring import restore
 from metajax.runs.stop_signals import StopSignals
 
@@ -37,6 +42,8 @@ class RunOutcome(NamedTuple):
       recent: the metrics of the last steps (at least ``FINAL_LOSS_WINDOW`` of them, or all),
         ``meta_loss`` first, then the aux metrics, float64, ending at the final step; from
         checkpoints too when resumed.
+      initial_loss: the first meta-step's loss, that of the untrained meta-parameters
+        (``None`` for a run resumed from a checkpoint written before metajax kept it).
       resumed_from: the step this session started from (0 for a new run).
       compile_seconds: time this session spent compiling.
       train_seconds: time this session spent in compiled meta-steps.
@@ -44,6 +51,7 @@ class RunOutcome(NamedTuple):
 
     state: TrainState
     recent: dict[str, np.ndarray]
+    initial_loss: float | None
     resumed_from: int
     compile_seconds: float
     train_seconds: float
@@ -52,6 +60,11 @@ class RunOutcome(NamedTuple):
     def final_meta_loss(self) -> float:
         """The mean meta-loss over the last ``FINAL_LOSS_WINDOW`` steps (or all)."""
         return float(np.mean(self.recent["meta_loss"][-FINAL_LOSS_WINDOW:]))
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the run ended more than ``DIVERGED_FACTOR`` times above its first meta-loss."""
+        return diverged_finitely(self.initial_loss, self.final_meta_loss)
 
 
 class Diverged(Exception):
@@ -72,6 +85,12 @@ class Diverged(Exception):
             f"(meta-step {checkpoint.step}). Resuming would repeat it: start a new run with "
             "smaller step sizes (meta_lr, or the algorithm's inner step size)"
         )
+
+
+class DivergenceWarning(UserWarning):
+    """A run trained to its last step with every value finite, but ended far above the loss it
+    started from (see :data:`metajax.runs.recording.DIVERGED_FACTOR`): its meta-parameters
+    are not usable."""
 
 
 def run(
@@ -143,10 +162,12 @@ def run(
         out = Path(out)
         config = _comparable(config)
         writer = multi_process.is_writer()
-        state, recent, first_step = _start(out, config, initial_state, settings, resume, writer)
+        state, recent, initial_loss, first_step = _start(
+            out, config, initial_state, settings, resume, writer
+        )
         stop.raise_if_received(out, first_step, settings.meta_steps, agreed=True)
         recorder = Recorder(
-            out, config, settings, sinks, recent, first_step, writer, validate, stop
+            out, config, settings, sinks, recent, initial_loss, first_step, writer, validate, stop
         )
         result = None
         try:
@@ -171,9 +192,14 @@ def run(
             recorder.close()
         stop.raise_if_received(out, settings.meta_steps, settings.meta_steps, agreed=True)
     if result is None:  # a resumed run with no steps left
-        return RunOutcome(state, recorder.recent, first_step, 0.0, 0.0)
+        return RunOutcome(state, recorder.recent, recorder.initial_loss, first_step, 0.0, 0.0)
     return RunOutcome(
-        result.state, recorder.recent, first_step, result.compile_seconds, result.train_seconds
+        result.state,
+        recorder.recent,
+        recorder.initial_loss,
+        first_step,
+        result.compile_seconds,
+        result.train_seconds,
     )
 
 
@@ -235,13 +261,14 @@ def _start(
     settings: TrainSettings,
     resume: bool,
     writer: bool,
-) -> tuple[TrainState, dict[str, np.ndarray], int]:
-    """The state to train from, the recent metrics before it, and its step: a new run's first
-    checkpoint, or the newest one of a run that resumes; every process must find the same."""
+) -> tuple[TrainState, dict[str, np.ndarray], float | None, int]:
+    """The state to train from, the recent metrics before it, the first meta-step's loss (once
+    known) and its step: a new run's first checkpoint, or the newest one of a run that
+    resumes; every process must find the same."""
     checkpoint_dir = out / run_dir.CHECKPOINTS
     with multi_process.together("resuming the run" if resume else "starting the run"):
         if resume:
-            state, recent = restore(out, config, initial_state, settings, writer)
+            state, recent, initial_loss = restore(out, config, initial_state, settings, writer)
             first_step = int(state.step)
             if writer:  # drop the records after that checkpoint; the partial window is redone
                 logged_through = first_step - first_step % settings.log_every
@@ -249,9 +276,10 @@ def _start(
         else:
             if writer:
                 _make_run_dir(out)
-            state, recent, first_step = initial_state, {"meta_loss": np.zeros(0)}, 0
+            state, recent, initial_loss = initial_state, {"meta_loss": np.zeros(0)}, None
+            first_step = 0
         if writer and checkpoints.latest(checkpoint_dir) is None:  # new, or stopped before it
-            save_checkpoint(out, state, recent, config, settings, writer)
+            save_checkpoint(out, state, recent, config, settings, writer, initial_loss)
     steps = multi_process.gather(first_step)
     if len(set(steps)) > 1:
         raise checkpoints.CheckpointError(
@@ -259,7 +287,7 @@ def _start(
             f"{', '.join(map(str, steps))}, by process): every process must see the run "
             "directory at the same path, on a shared filesystem"
         )
-    return state, recent, first_step
+    return state, recent, initial_loss, first_step
 
 
 def _make_run_dir(out: Path) -> None:
