@@ -74,10 +74,10 @@ def train(
       The summary (``summary.json``): the final meta-loss (the mean over the last 1000
       meta-steps), the first meta-step's (``initial_meta_loss``), whether the run diverged
       though every value stayed finite (``diverged``: a final meta-loss over 10 times the
-      first, which also warns, :class:`~metajax.DivergenceWarning`), the meta-steps per second, the compile and training times, the numbers
-      of devices and processes, the number of micro-batches (as chosen, when automatic), and
-      the SHA-256 of ``params.eqx`` (``params_sha256``, on the process that writes the run),
-      which loading the run checks.
+      first, which also warns, :class:`~metajax.DivergenceWarning`), the meta-steps per
+      second, the compile and training times, the numbers of devices and processes, the
+      number of micro-batches (as chosen, when automatic), and the SHA-256 of ``params.eqx``
+      (``params_sha256``, on the process that writes the run), which loading the run checks.
 
     Raises:
       ValueError: if the config's family or algorithm is not registered.
