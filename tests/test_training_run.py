@@ -273,13 +273,19 @@ def test_an_absurd_inner_step_size_stops_the_run_and_keeps_the_last_good_checkpo
     assert (out / "metrics.jsonl").read_text() == ""
 
 
-def test_a_damaged_initial_meta_loss_is_refused(stopped_run):
-    found = checkpoints.latest(stopped_run / "checkpoints")
+def rewrite_newest_checkpoint(run, changes):
+    """Writes the newest checkpoint of ``run`` again with a valid checksum, its metadata changed
+    by ``changes`` (unusable values another program wrote, say); returns its manifest before."""
+    found = checkpoints.latest(run / "checkpoints")
     state, manifest = checkpoints.load(found.path, pieces(CONFIG)[3])
-    assert type(manifest["initial_meta_loss"]) is float  # kept since the first meta-step
     metadata = {key: manifest[key] for key in ("config", "recent_losses", "recent_aux")}
-    metadata["initial_meta_loss"] = float("inf")
-    checkpoints.save(found.path.parent, state, step=found.step, metadata=metadata, keep=5)
+    checkpoints.save(found.path.parent, state, step=found.step, metadata=metadata | changes, keep=5)
+    return manifest
+
+
+def test_a_damaged_initial_meta_loss_is_refused(stopped_run):
+    manifest = rewrite_newest_checkpoint(stopped_run, {"initial_meta_loss": float("inf")})
+    assert type(manifest["initial_meta_loss"]) is float  # kept since the first meta-step
     with pytest.raises(
         checkpoints.CheckpointError,
         match=r"step_000000300/checkpoint.json' is damaged: initial_meta_loss must be the first "
@@ -469,11 +475,7 @@ def test_a_model_of_another_shape_is_reported_as_another_config(stopped_run):
     ],
 )
 def test_recent_metrics_that_are_not_finite_numbers_are_refused(stopped_run, recent):
-    found = checkpoints.latest(stopped_run / "checkpoints")
-    state, manifest = checkpoints.load(found.path, pieces(CONFIG)[3])
-    # A checkpoint written with a valid checksum but unusable losses (another program's, say).
-    metadata = {key: manifest[key] for key in ("config", "recent_losses", "recent_aux")}
-    checkpoints.save(found.path.parent, state, step=found.step, metadata=metadata | recent, keep=5)
+    rewrite_newest_checkpoint(stopped_run, recent)
     with pytest.raises(
         checkpoints.CheckpointError,
         match=r"step_000000300/checkpoint.json' is damaged: recent_losses must list the "
