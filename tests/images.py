@@ -87,13 +87,15 @@ def small_config(data, **changes):
     return config.replace(**changes)
 
 
-def train_image_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[metajax.RunConfig, Path]:
-    """A finished :func:`small_config` run on 3 alphabets of 4 characters; its config and
-    directory."""
+def train_image_run(
+    tmp_path_factory: pytest.TempPathFactory, plots: bool = True
+) -> tuple[metajax.RunConfig, Path]:
+    """A finished :func:`small_config` run on 3 alphabets of 4 characters, with its figures
+    unless ``plots`` is false; its config and directory."""
     root = alphabets(tmp_path_factory.mktemp("data") / "set", groups=3, characters=4)
     config = small_config(root)
     out = tmp_path_factory.mktemp("run") / "images"
-    metajax.train(config, out, progress=False)
+    metajax.train(config, out, progress=False, plots=plots)
     return config, out
 
 

@@ -19,7 +19,7 @@ SINUSOID = ["--meta-steps", "10", "--steps-per-call", "10", "--no-progress", "--
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     """A finished 3-way image run, a task of 3 classes for it, a sinusoid run and a file."""
-    _, run = train_image_run(tmp_path_factory)
+    _, run = train_image_run(tmp_path_factory, plots=False)  # adapt reads no figure
     root = tmp_path_factory.mktemp("task")
     write_task(root, {"left": 30, "middle": 31, "right": 32}, 2, 1)
     write_task(root / "two", {"a": 30, "b": 31}, 2, 1)

@@ -201,6 +201,7 @@ def test_an_imaml_run_with_lbfgs_learns_and_adapts_without_a_step_size(tmp_path,
     result = run_metajax(
         "train", "lines", "--algorithm", "imaml", "--inner-solver", "lbfgs", "--meta-steps",
         "300", "--inner-steps", "5", "--prox-lambda", "1", "--out", str(out), "--no-progress",
+        "--no-plots",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     algorithm = metajax.load(out).config.algorithm
