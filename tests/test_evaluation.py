@@ -122,6 +122,7 @@ def test_a_short_run_is_better_after_adaptation_than_before(runs):
 
 def test_same_evaluation_seed_same_numbers_bit_for_bit(runs):
     run = metajax.load(runs[0])
+    assert run.summary == json.loads((runs[0] / "summary.json").read_text())
     first = evaluate_run(run, SMALL)
     assert evaluate_run(run, SMALL) == first
     other_seed = evaluate_run(run, dataclasses.replace(SMALL, eval_seed=1))

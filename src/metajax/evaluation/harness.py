@@ -129,11 +129,9 @@ def _report_of(run: LoadedRun, settings: EvalSettings) -> dict[str, Any]:
     overlap = run.config.task.test_overlap_record()
     if overlap is not None:
         report["test_overlap"] = overlap
-    summary_path = run.path / run_dir.SUMMARY
-    summary = run_dir.read_json(summary_path) if summary_path.exists() else {}
-    if isinstance(summary, dict) and summary.get("diverged"):  # older runs do not say
+    if run.summary.get("diverged"):  # older runs do not say
         report["training_diverged"] = {
-            key: summary[key] for key in ("initial_meta_loss", "final_meta_loss")
+            key: run.summary[key] for key in ("initial_meta_loss", "final_meta_loss")
         }
     return report
 

@@ -1,7 +1,9 @@
 """A finished run read back from its directory: its config, its meta-parameters and the learner
 that adapts them, ready for new tasks (:func:`load`)."""
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -49,6 +51,8 @@ class LoadedRun(NamedTuple):
       static: the part of the model that is not parameters.
       learner: the algorithm, built as in training.
       loss_fn: ``loss_fn(params, batch) -> (loss, aux)``.
+      summary: what the run's ``summary.json`` records (empty for a run without one, such
+        as a run that is still training).
     """
 
     path: Path
@@ -57,6 +61,7 @@ class LoadedRun(NamedTuple):
     static: Any
     learner: MetaLearner
     loss_fn: LossFn
+    summary: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def algorithm(self) -> Algorithm:
@@ -94,8 +99,9 @@ def load(path: str | Path) -> LoadedRun:
     loss_fn = family_loss(config.task, static)
     learner = family_learner(config.task, config.algorithm, static)
     like = jax.eval_shape(learner.init, params_like)
-    summary = path / run_dir.SUMMARY  # runs of metajax 0.2 and earlier record no SHA-256
-    recorded = run_dir.read_json(summary) if summary.exists() else {}
-    sha256 = recorded.get("params_sha256") if isinstance(recorded, dict) else None
-    meta_params = run_dir.load_params(path / run_dir.PARAMS, like, sha256)
-    return LoadedRun(path, config, meta_params, static, learner, loss_fn)
+    summary_path = path / run_dir.SUMMARY
+    summary = run_dir.read_json(summary_path) if summary_path.exists() else {}
+    summary = summary if isinstance(summary, dict) else {}
+    # Runs of metajax 0.2 and earlier record no SHA-256.
+    meta_params = run_dir.load_params(path / run_dir.PARAMS, like, summary.get("params_sha256"))
+    return LoadedRun(path, config, meta_params, static, learner, loss_fn, summary)
