@@ -16,6 +16,7 @@ from metajax.config import registry
 from metajax.config.streams import TEST_STREAM, VALIDATION_STREAM
 from metajax.evaluation.curves import evaluation_tasks
 from metajax.evaluation.harness import evaluate, evaluate_run
+from metajax.evaluation.reports import format_table
 from metajax.evaluation.settings import STEP_SIZE_GRID, EvalSettings, EvaluationError
 from metajax.runs import run_dir
 from metajax.runs.setup import build
@@ -339,3 +340,18 @@ def test_cli_help_shows_each_familys_defaults(run_metajax):
         "(default: the task family's: 15 for images, 15 for omniglot, 100 for sinusoid, 20 for "
         "lines)"
     ) in text
+
+
+def test_the_table_names_a_step_size_only_where_steps_are_taken():
+    def report(adapt_steps):
+        curve = [0.5, 0.75][: adapt_steps + 1]
+        result = {"shots": 1, "inner_lr": 0.4, "inner_lr_from": "run", "non_finite": [0, 0]}
+        result |= {f"accuracy_{s}": curve for s in ("mean", "ci95", "median")}
+        run = {"label": "ProtoNet", "run": "runs/p", "results": [result]}
+        settings = {"num_tasks": 600, "adapt_steps": adapt_steps, "adapt_steps_from": "run"}
+        return format_table(run, registry.families()["omniglot"], settings).splitlines()
+
+    assert report(0)[2] == "   1          -   0.5000 +- 0.5000 [0.5000]"
+    assert report(1)[2] == (
+        "   1        0.4   0.5000 +- 0.5000 [0.5000]   0.7500 +- 0.7500 [0.7500]"
+    )

@@ -77,7 +77,7 @@ def format_table(
     for result in run["results"]:
         cells = " ".join(_cell(result, primary, step, worst) for step in shown)
         step_size = "-"
-        if "inner_lr" in result:
+        if "inner_lr" in result and steps > 0:  # with no step taken, no step size was used
             step_size = f"{result['inner_lr']:g}"
             step_size += "*" if result["inner_lr_from"] == "validation" else ""
         lines.append(f"{result['shots']:>4} {step_size:>10} {cells}")
